@@ -1,0 +1,3 @@
+"""sfcli: SlowFast video networks from the command line."""
+
+__version__ = "0.1.0"
