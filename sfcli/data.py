@@ -273,20 +273,25 @@ def _decode_pyav(path: Path, pick_indices):
     return np.stack([got.get(i, last) for i in wanted]), wanted, indices
 
 
+# Decoders by name; each takes (path, pick_indices) and returns (frames of the distinct wanted
+# indices, those indices sorted, the indices as asked).
+BACKENDS = {"decord": _decode_decord, "pyav": _decode_pyav}
+
+
 def decode(path, pick_indices, decoder: str = "auto") -> torch.Tensor:
     """Frames (len(indices), H, W, 3) uint8 of one video, where pick_indices(num_frames, fps)
-    chooses them; each distinct frame is decoded once. Raises VideoError with the reason."""
-    backends = {"decord": [_decode_decord], "pyav": [_decode_pyav], "auto": [_decode_decord, _decode_pyav]}[decoder]
-    if decord is None:
-        if decoder == "decord":
-            raise VideoError("decord is not installed")
-        backends = [_decode_pyav]
+    chooses them; each distinct frame is decoded once. "auto" is decord, then PyAV where decord
+    is missing or fails on the file. Raises VideoError with the reasons."""
+    if decoder == "decord" and decord is None:
+        raise VideoError("decord is not installed")
+    names = [n for n in ("decord", "pyav") if n != "decord" or decord is not None] if decoder == "auto" else [decoder]
     reasons = []
-    for backend in backends:
+    for name in names:
         try:
-            frames, wanted, indices = backend(Path(path), pick_indices)
+            frames, wanted, indices = BACKENDS[name](Path(path), pick_indices)
         except Exception as e:  # decoders raise many types; each is one reason this file is bad
-            reasons.append(f"{backend.__name__[8:]}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reasons.append(f"{name}: {message}")
             continue
         position = {frame: i for i, frame in enumerate(wanted)}
         return torch.from_numpy(frames[[position[i] for i in indices]])
