@@ -352,13 +352,16 @@ class VideoDataset(torch.utils.data.Dataset):
 
     Training randomness comes from (seed, epoch, index) only, so that a resumed run and any
     number of loader workers see the same clips. Videos that fail are flagged in a tensor in
-    shared memory, so no worker decodes them again in this run.
+    shared memory, so no worker decodes them again in this run; a failed sample is replaced by a
+    video already known to decode, so that a bad file is only ever opened by the one worker the
+    sampler hands it to.
     """
 
     def __init__(self, videos: VideoList, clip: ClipConfig, train: bool, decoder: str = "auto", seed: int = 0):
         self.videos, self.clip, self.train, self.decoder, self.seed = videos, clip, train, decoder, seed
         self.epoch = 0
         self.bad = torch.zeros(len(videos.paths), dtype=torch.bool).share_memory_()
+        self.good = torch.zeros(len(videos.paths), dtype=torch.bool).share_memory_()
 
     def __len__(self):
         return len(self.videos.paths)
@@ -388,14 +391,17 @@ class VideoDataset(torch.utils.data.Dataset):
                 try:
                     short = int(rng.integers(self.clip.min_short, self.clip.max_short + 1))
                     clip = self._read(index, [float(rng.random())], short)[0]
+                    self.good[index] = True
                     break
                 except VideoError as e:
                     self.bad[index] = True
                     failures.append((index, str(e)))
-            good = (~self.bad).nonzero().flatten()
-            if len(good) == 0:
+            pool = self.good.nonzero().flatten()
+            if len(pool) == 0:  # nothing decoded yet in this run: any video not known to be bad
+                pool = (~self.bad).nonzero().flatten()
+            if len(pool) == 0:
                 raise VideoError("every video in the dataset failed to decode")
-            index = int(good[rng.integers(len(good))])
+            index = int(pool[rng.integers(len(pool))])
         else:
             raise VideoError("10 videos in a row failed to decode")
         h, w = clip.shape[-2:]
