@@ -147,16 +147,17 @@ def synth(out, classes, train_per_class, val_per_class, size, frames, fps, seed,
 
     if classes is not None:
         classes = int(classes) if classes.strip().isdigit() else [c.strip() for c in classes.split(",") if c.strip()]
-    with Progress(console=err_console, transient=True) as progress:
+    try:  # options are checked before anything is written
+        classes, size = sfsynth.select_classes(classes), sfsynth.check_size(parse_size(size))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
         task = progress.add_task("writing videos", total=None)
-        try:
-            summary = sfsynth.write_dataset(
-                out, classes=classes, train_per_class=train_per_class, val_per_class=val_per_class,
-                size=parse_size(size), frames=frames, fps=fps, seed=seed,
-                progress=lambda done, total: progress.update(task, completed=done, total=total),
-            )
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        summary = sfsynth.write_dataset(
+            out, classes=classes, train_per_class=train_per_class, val_per_class=val_per_class,
+            size=size, frames=frames, fps=fps, seed=seed,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
     if as_json:
         print_json(summary)
         return

@@ -206,3 +206,33 @@ def test_test_loader_excludes_bad_videos(dataset_with_bad_files):
     batch = data.collate([dataset[i] for i in range(len(dataset))])
     assert batch["clip"].shape[0] == len(videos.paths) - len(bad)
     assert {videos.paths[i] for i, _ in batch["failures"]} == bad
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_synth_dataset_reads_end_to_end(tmp_path, decoder):
+    import subprocess
+    import sys
+
+    out = tmp_path / "s"
+    result = subprocess.run([sys.executable, "-m", "sfcli", "synth", str(out), "--classes", "3", "--train-per-class", "2",
+                             "--val-per-class", "1", "--size", "64", "--frames", "40", "--json"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    videos = data.read_video_list(out / "train.csv")
+    assert videos.kind == "kinetics-csv" and len(videos.paths) == 6 and len(videos.classes) == 3
+    train = data.VideoDataset(videos, SMALL, train=True, decoder=decoder)
+    batch = data.collate([train[i] for i in range(len(train))])
+    assert batch["clip"].shape == (6, 3, 8, 32, 32) and batch["failures"] == []
+    assert sorted(batch["label"].tolist()) == [0, 0, 1, 1, 2, 2]
+    val = data.read_video_list(out / "val.csv", classes=videos.classes)
+    assert len(val.paths) == 3
+
+
+def test_synth_cli_bad_size_is_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "sfcli", "synth", str(tmp_path / "s"), "--size", "63"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("sfcli: error:")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

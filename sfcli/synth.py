@@ -1,0 +1,233 @@
+"""A built-in benchmark: real mp4 files in the Kinetics layout, with classes built so that both
+SlowFast pathways are needed (Feichtenhofer et al., ICCV 2019).
+
+Every video shows one sprite moving over a static textured background. Appearance classes are
+told apart by the sprite's shape, visible in any single frame. Motion classes all show the same
+plain disc and differ only in how it moves within segments of at most ten frames: each segment
+starts at a fresh uniform position on a torus (the central arena, wrapping at its edges), so frames
+ten or more apart are independent snapshots with the same distribution in every class. The Slow
+pathway's frames of a clip are 10 to 11 frames apart (PySlowFast sampling: 16 frames spread over
+31), so it sees no difference between motion classes; the Fast pathway, every 2nd frame, does.
+Appearance sprites move by a motion drawn at random, so motion says nothing about them. All cues
+survive a horizontal flip: vertical direction and timing only, flip-symmetric shapes.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import math
+from fractions import Fraction
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+CLASS_KINDS = {
+    "ring": "appearance",
+    "plus sign": "appearance",
+    "x sign": "appearance",
+    "square frame": "appearance",
+    "hopping": "motion",
+    "jittering": "motion",
+    "rising": "motion",
+    "falling": "motion",
+}
+CLASS_NAMES = tuple(CLASS_KINDS)
+# Motion classes: (frames per segment, vertical direction). The disc holds still, or glides up
+# (-1) or down (+1), within a segment, and jumps to a fresh random position at each new one.
+MOTIONS = {"hopping": (5, 0), "jittering": (1, 0), "rising": (10, -1), "falling": (10, 1)}
+MOTION_SPRITE = "disc"
+SPLITS = (("train", 0), ("val", 1))
+CSV_HEADER = ("label", "youtube_id", "time_start", "time_end", "split")
+ARENA_MARGIN = 0.125  # fraction of each side kept free of the sprite, so training crops keep it
+MIN_SIDE = 32
+
+
+# ----------------------------------------------------------------------------- class selection
+
+
+def select_classes(classes=None) -> list[str]:
+    """None: all built-in classes; an int N: the first N; else a list of built-in names."""
+    if classes is None:
+        return list(CLASS_NAMES)
+    if isinstance(classes, int):
+        if not 1 <= classes <= len(CLASS_NAMES):
+            raise ValueError(f"classes must be between 1 and {len(CLASS_NAMES)}, got {classes}")
+        return list(CLASS_NAMES[:classes])
+    names = list(classes)
+    unknown = [n for n in names if n not in CLASS_KINDS]
+    if unknown or not names or len(set(names)) != len(names):
+        what = f"unknown class(es) {', '.join(map(repr, unknown))}" if unknown else "class names must be distinct"
+        raise ValueError(f"{what}; choose from {', '.join(CLASS_NAMES)}")
+    return names
+
+
+def check_size(size) -> tuple[int, int]:
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    if height % 2 or width % 2 or min(height, width) < MIN_SIDE:
+        raise ValueError(f"size must be even and at least {MIN_SIDE} on each side (H.264 4:2:0), got {height}x{width}")
+    return height, width
+
+
+# ----------------------------------------------------------------------------- pictures
+
+
+def sprite_alpha(shape: str, radius: float) -> np.ndarray:
+    """Anti-aliased coverage in [0, 1] of a flip-symmetric shape on a (2r+1)^2 grid."""
+    r = math.ceil(radius)
+    v, u = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float32)
+    stroke = max(1.5, 0.3 * radius)
+    d = np.hypot(u, v)
+    if shape == "disc":
+        inside = radius - d
+    elif shape == "ring":
+        inside = np.minimum(radius - d, d - (radius - stroke))
+    elif shape == "square frame":
+        box = np.maximum(abs(u), abs(v))
+        inside = np.minimum(0.85 * radius - box, box - (0.85 * radius - stroke))
+    else:  # plus sign, or the same turned by 45 degrees
+        if shape == "x sign":
+            u, v = (u + v) / math.sqrt(2), (u - v) / math.sqrt(2)
+        bar = lambda a, b: np.minimum(stroke / 2 - abs(a), radius - abs(b))  # noqa: E731
+        inside = np.maximum(bar(u, v), bar(v, u))
+    return np.clip(inside + 0.5, 0, 1)
+
+
+def random_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Background and sprite colours whose luma differ by at least 80 of 255."""
+    luma = np.array([0.299, 0.587, 0.114])
+    while True:
+        background, sprite = rng.uniform(0, 255, (2, 3))
+        if abs(luma @ (background - sprite)) >= 80:
+            return background, sprite
+
+
+def background_image(height: int, width: int, colour: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A flat colour with static blotchy texture: coarse noise upsampled, plus fine grain."""
+    coarse = rng.normal(0, 18, (height // 16 + 2, width // 16 + 2, 3))
+    blotches = np.repeat(np.repeat(coarse, 16, axis=0), 16, axis=1)[:height, :width]
+    grain = rng.normal(0, 6, (height, width, 1))
+    return (colour + blotches + grain).astype(np.float32)
+
+
+def track(motion: str, frames: int, arena: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """(frames, 2) integer sprite positions (y, x) on the arena torus. Segments of the motion's
+    length, at a random phase, each start at an independent uniform position."""
+    length, direction = MOTIONS[motion]
+    phase = int(rng.integers(length))
+    t = np.arange(frames) + phase
+    segment, step = t // length, t % length
+    starts = rng.uniform(0, 1, (segment[-1] + 1, 2)) * arena
+    speed = rng.uniform(0.02, 0.035) * arena[0]  # per frame: a third of the arena per segment
+    positions = starts[segment] + np.outer(direction * speed * step, (1, 0))
+    return np.round(positions).astype(int) % arena
+
+
+def render(label: str, height: int, width: int, frames: int, rng: np.random.Generator) -> np.ndarray:
+    """(frames, height, width, 3) uint8 video of one class."""
+    background_colour, sprite_colour = random_colours(rng)
+    background = background_image(height, width, background_colour, rng)
+    shape = MOTION_SPRITE if CLASS_KINDS[label] == "motion" else label
+    motion = label if CLASS_KINDS[label] == "motion" else str(rng.choice(list(MOTIONS)))
+    alpha = sprite_alpha(shape, rng.uniform(0.07, 0.1) * min(height, width))[..., None]
+    margin = (round(ARENA_MARGIN * height), round(ARENA_MARGIN * width))
+    arena = (height - 2 * margin[0], width - 2 * margin[1])
+    video = np.empty((frames, height, width, 3), dtype=np.uint8)
+    side = alpha.shape[0]
+    for i, (y, x) in enumerate(track(motion, frames, arena, rng)):
+        # The sprite wraps at the arena's edges: rows and columns taken modulo the arena.
+        rows = margin[0] + (y + np.arange(side)) % arena[0]
+        cols = margin[1] + (x + np.arange(side)) % arena[1]
+        frame = background.copy()
+        patch = frame[np.ix_(rows, cols)]
+        frame[np.ix_(rows, cols)] = patch + alpha * (sprite_colour - patch)
+        video[i] = np.clip(frame, 0, 255)
+    return video
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def pick_codec() -> str:
+    """libx264 where this PyAV build can open it, else mpeg4."""
+    try:
+        context = av.CodecContext.create("libx264", "w")
+        context.width, context.height, context.pix_fmt = 64, 64, "yuv420p"
+        context.time_base = Fraction(1, 30)
+        context.open()
+    except Exception:  # a missing encoder or one that fails to open: both mean mpeg4
+        return "mpeg4"
+    return "libx264"
+
+
+def encode(path: Path, video: np.ndarray, fps: int, codec: str):
+    """Write an mp4. One encoder thread, so the bytes depend only on the pixels."""
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = video.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_count = 1
+        if codec == "libx264":  # lossless: compression artefacts must not betray the motion
+            stream.options = {"crf": "0", "preset": "veryfast"}
+        else:
+            stream.bit_rate = 4_000_000
+        for image in video:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+# ----------------------------------------------------------------------------- the dataset
+
+
+def youtube_id(seed: int, label: str, split: str, index: int) -> str:
+    """11 characters of [A-Za-z0-9_-], like a YouTube id, fixed by (seed, class, split, index)."""
+    digest = hashlib.sha256(f"{seed}/{label}/{split}/{index}".encode()).digest()
+    return base64.urlsafe_b64encode(digest[:8]).decode()[:11]
+
+
+def write_dataset(out, classes=None, train_per_class: int = 40, val_per_class: int = 10, size=(128, 128),
+                  frames: int = 64, fps: int = 30, seed: int = 0, progress=None) -> dict:
+    """Write out/{train,val}/<label>/<id>_<start>_<end>.mp4, Kinetics-format train.csv and
+    val.csv, and classes.txt; return a summary. progress(done, total) is called per video."""
+    began = time.perf_counter()
+    names = select_classes(classes)
+    height, width = check_size(size)
+    if train_per_class < 1 or val_per_class < 0 or frames < 2 or fps < 1:
+        raise ValueError("train_per_class, frames and fps must be positive, and val_per_class not negative")
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    codec = pick_codec()
+    seconds = math.ceil(frames / fps)
+    counts = {"train": train_per_class, "val": val_per_class}
+    total, done = len(names) * (train_per_class + val_per_class), 0
+    for split, split_code in SPLITS:
+        rows = []
+        for label in names:
+            folder = root / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(counts[split]):
+                rng = np.random.default_rng([seed, CLASS_NAMES.index(label), split_code, index])
+                video_id = youtube_id(seed, label, split, index)
+                encode(folder / f"{video_id}_{0:06d}_{seconds:06d}.mp4", render(label, height, width, frames, rng),
+                       fps, codec)
+                rows.append((label, video_id, 0, seconds, split))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        with open(root / f"{split}.csv", "w", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerows([CSV_HEADER, *rows])
+    (root / "classes.txt").write_text("".join(f"{name}\n" for name in names))
+    return {
+        "root": str(root),
+        "classes": names,
+        "train": len(names) * train_per_class,
+        "val": len(names) * val_per_class,
+        "size": [height, width],
+        "frames": frames,
+        "fps": fps,
+        "codec": "h264" if codec == "libx264" else "mpeg4",
+        "seconds": round(time.perf_counter() - began, 2),
+    }
