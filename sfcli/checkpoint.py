@@ -63,9 +63,9 @@ def save_checkpoint(path, payload: dict) -> Path:
     `path`, then fsync the folder so the rename itself is durable."""
     path = Path(path)
     folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         # 0o666 less the umask, as for any new file (a NamedTemporaryFile would be 0600).
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
@@ -333,7 +333,8 @@ def pyslowfast_to_sfcli(sd: Mapping) -> dict:
             if sub:
                 new = f"laterals.{int(m.group(1)) - 1}.{sub}"
         elif (m := block_key.match(k)) and int(m.group(2)) in _PATHWAY_NAMES:
-            stage, pathway, kind, block, rest = int(m.group(1)), int(m.group(2)), m.group(3), int(m.group(4)), m.group(5)
+            stage, pathway, kind, block, rest = m.groups()
+            stage, pathway, block = int(stage), int(pathway), int(block)
             sub = _sub(_BLOCK if kind == "res" else _NONLOCAL, rest, 1, 0)
             if sub:
                 position = index[(stage, pathway, block, kind == "nonlocal")]
@@ -653,9 +654,10 @@ def read_checkpoint(path, arch: str | None = None, **overrides) -> dict:
         raise CheckpointError(f"checkpoint {path} has an inconsistent {fmt} key layout") from None
     overrides = {k: v for k, v in overrides.items() if v is not None}
     saved = checkpoint.get("model_config") if checkpoint.get("format") == FORMAT else None
-    if checkpoint.get("format") == FORMAT and checkpoint.get("version", VERSION) > VERSION:
-        raise CheckpointError(f"checkpoint {path} is sfcli format version {checkpoint['version']}, newer than this "
-                              f"sfcli reads ({VERSION}); upgrade sfcli")
+    version = checkpoint.get("version", VERSION) if checkpoint.get("format") == FORMAT else VERSION
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(f"checkpoint {path} is sfcli format version {version!r}, not one this "
+                              f"sfcli reads ({VERSION}); a newer sfcli may read it")
     if isinstance(saved, Mapping):
         saved_arch = checkpoint.get("arch") or "custom"
         if arch is not None and arch != saved_arch:
@@ -667,6 +669,8 @@ def read_checkpoint(path, arch: str | None = None, **overrides) -> dict:
             raise CheckpointError(f"checkpoint {path} has an invalid model config: {err}") from None
         arch = saved_arch
     else:
+        if arch is None and checkpoint.get("arch") in PRESETS:  # sfcli format, config left out
+            arch = checkpoint["arch"]
         hints = pyslowfast_cfg_hints(checkpoint.get("cfg")) if fmt == "pyslowfast" else {}
         try:
             arch, config = infer_config(state_dict, arch, hints=hints, **overrides)

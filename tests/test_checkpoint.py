@@ -227,7 +227,8 @@ def test_mismatched_weights_are_listed():
     assert "four.pt" in first and "2 shape mismatches" in first and first.endswith(".")
     assert "fc.weight: checkpoint (4, 640) vs model (5, 640)" in message
     assert "fc.bias: checkpoint (4,) vs model (5,)" in message
-    assert len(lists) == 1 and lists[0].startswith("  shape mismatches (2): ") and "missing" not in message and "unexpected" not in message
+    assert len(lists) == 1 and lists[0].startswith("  shape mismatches (2): ")
+    assert "missing" not in message and "unexpected" not in message
 
     weights = dict(weights)
     for k in [k for k in weights if k.startswith("laterals.")]:
@@ -382,7 +383,8 @@ def test_infer_fields_of_variants():
         assert fields(depth=26, nonlocal_res4=(0, 1))["nonlocal_res4"] == (0, 1)
         f = fields(fusion_kernel=5, fusion_ratio=1, beta="1/8", width=32)
         assert (f["fusion_kernel"], f["fusion_ratio"], f["beta"], f["width"]) == (5, 1, Fraction(1, 8), 32)
-        assert ck.infer_config(SlowFast(build_config("slowfast_8x8_r101", beta="1/6")).state_dict())[1].beta == Fraction(1, 6)
+        r101 = SlowFast(build_config("slowfast_8x8_r101", beta="1/6")).state_dict()
+        assert ck.infer_config(r101)[1].beta == Fraction(1, 6)
 
 
 # ----------------------------------------------------------------------------- convert
