@@ -641,11 +641,25 @@ def default_classes(num_classes: int) -> tuple[list[str], str]:
 # ----------------------------------------------------------------------------- the whole file
 
 
-def read_checkpoint(path, arch: str | None = None, **overrides) -> dict:
-    """Load any of the three formats and settle its network without building it: returns
-    {"format", "arch", "config", "state_dict" (sfcli layout), "classes", "classes_source",
-    "epoch", "checkpoint" (the loaded dict)}."""
+RUN_CHECKPOINT = "checkpoint.pt"  # the latest checkpoint inside a run folder
+
+
+def resolve_checkpoint(path) -> Path:
+    """A checkpoint file, or a run folder's latest checkpoint."""
     path = Path(path)
+    if path.is_dir():
+        if not (path / RUN_CHECKPOINT).is_file():
+            raise CheckpointError(f"{path} is a folder without {RUN_CHECKPOINT}: not a finished or started sfcli run")
+        return path / RUN_CHECKPOINT
+    return path
+
+
+def read_checkpoint(path, arch: str | None = None, **overrides) -> dict:
+    """Load any of the three formats (a file, or a run folder's latest checkpoint) and settle its
+    network without building it: returns {"format", "arch", "config", "state_dict" (sfcli layout),
+    "classes", "classes_source", "epoch", "clip" (the sfcli run's ClipConfig dict, else None),
+    "checkpoint" (the loaded dict)}."""
+    path = resolve_checkpoint(path)
     checkpoint = load_checkpoint(path)
     fmt, sd = unwrap(checkpoint, f"checkpoint {path}")
     try:
@@ -683,8 +697,9 @@ def read_checkpoint(path, arch: str | None = None, **overrides) -> dict:
         raise CheckpointError(f"checkpoint {path} names {len(classes)} classes but its network has "
                               f"{config.num_classes} outputs")
     epoch = checkpoint.get("epoch")
+    clip = checkpoint.get("clip") if isinstance(checkpoint.get("clip"), Mapping) else None
     return {"format": fmt, "arch": arch, "config": config, "state_dict": state_dict, "classes": list(classes),
-            "classes_source": source, "epoch": epoch if isinstance(epoch, int) else None,
+            "classes_source": source, "epoch": epoch if isinstance(epoch, int) else None, "clip": clip,
             "checkpoint": checkpoint}
 
 
@@ -695,13 +710,14 @@ def load_model(path, arch: str | None = None, **overrides) -> tuple[SlowFast, di
     apply on top; an `arch` other than the saved one is an error). Foreign ones build from
     `arch`, or from the preset `infer_config` picks, with the structure the weights show.
     info: path, format, arch, config (ModelConfig), classes (the checkpoint's, else the
-    defaults `convert` writes), classes_source ("checkpoint", "kinetics400", "generic"), epoch."""
+    defaults `convert` writes), classes_source ("checkpoint", "kinetics400", "generic"), epoch,
+    clip (the ClipConfig dict an sfcli run trained with, else None)."""
     read = read_checkpoint(path, arch, **overrides)
     model = SlowFast(read["config"])
     load_weights(model, read["state_dict"], source=str(path))
     model.eval()
     info = {"path": str(path), **{k: read[k] for k in ("format", "arch", "config", "classes", "classes_source",
-                                                        "epoch")}}
+                                                        "epoch", "clip")}}
     return model, info
 
 
@@ -735,6 +751,6 @@ __all__ = [
     "CheckpointError", "FORMAT", "FORMATS", "VERSION", "convert", "default_classes", "detect_format", "from_sfcli",
     "infer_config", "infer_fields", "kinetics400_classes", "load_checkpoint", "load_model", "load_weights",
     "make_payload", "pyslowfast_cfg_hints", "pyslowfast_to_pytorchvideo", "pyslowfast_to_sfcli",
-    "pytorchvideo_to_pyslowfast", "pytorchvideo_to_sfcli", "read_checkpoint", "save_checkpoint",
+    "pytorchvideo_to_pyslowfast", "pytorchvideo_to_sfcli", "read_checkpoint", "resolve_checkpoint", "save_checkpoint",
     "sfcli_to_pyslowfast", "sfcli_to_pytorchvideo", "to_sfcli", "unwrap",
 ]

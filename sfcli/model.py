@@ -152,6 +152,14 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+# Training crop of each preset: the paper's 224 unless named here (test views scale with it).
+TRAIN_CROPS = {"slowfast_tiny": 64}
+
+
+def train_crop(arch: str) -> int:
+    return TRAIN_CROPS.get(arch, 224)
+
+
 def build_config(arch: str, **overrides) -> ModelConfig:
     """A preset by name, with any field replaced; None values leave the preset's value."""
     if arch not in PRESETS:
