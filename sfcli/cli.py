@@ -3,14 +3,27 @@ function that the tests call directly."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+import torch.distributed as dist
+
+from sfcli import ablate, engine
 from sfcli import model as sfmodel
+from sfcli.checkpoint import CheckpointError
+from sfcli.data import ClipConfig, DataError, VideoError, read_video_list
+from sfcli.engine import Interrupted, TrainingError
+
+# Errors a user can cause at run time: each carries one sentence meant for them.
+USER_ERRORS = (CheckpointError, DataError, VideoError, TrainingError, sfmodel.ConfigError, ablate.AblationError)
+DEFAULT_ARCH = "slowfast_4x16_r50"
+MODEL_FIELDS = {f.name for f in dataclasses.fields(sfmodel.ModelConfig)}
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -25,8 +38,7 @@ class UserError(click.ClickException):
 def model_options(fn):
     """--arch plus one option per ModelConfig field; unset options leave the preset's value."""
     options = [
-        click.option("--arch", default="slowfast_4x16_r50", show_default=True,
-                     help=f"Preset: {', '.join(sfmodel.PRESETS)}."),
+        click.option("--arch", help=f"Preset [default: slowfast_4x16_r50]: {', '.join(sfmodel.PRESETS)}."),
         click.option("--depth", type=int, help="ResNet depth: 50 or 101 (14, 26 for small CPU networks)."),
         click.option("--width", type=int, help="Channels of the Slow stem (64 in the paper)."),
         click.option("--alpha", type=int, help="Frame-rate ratio Fast/Slow."),
@@ -42,6 +54,8 @@ def model_options(fn):
         click.option("--temporal-res4", type=int, help="res4 blocks with a temporal kernel (default all)."),
         click.option("--num-classes", type=int, help="Classes of the classifier."),
         click.option("--dropout", type=float, help="Dropout before the classifier."),
+        click.option("--zero-init-residual/--no-zero-init-residual", default=None,
+                     help="Start each residual block as the identity (the reference's init)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -63,7 +77,7 @@ def config_from_options(arch: str, overrides: dict) -> sfmodel.ModelConfig:
 def print_table(title: str, rows: list[tuple], columns: tuple[str, ...]):
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # paths are never cut short
     for row in rows:
         table.add_row(*(str(v) for v in row))
     console.print(table)
@@ -86,6 +100,15 @@ class OneLineErrors(click.Group):
         except click.ClickException as e:
             click.echo(f"sfcli: error: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
+        except Interrupted as e:
+            click.echo(f"sfcli: {e}", err=True)
+            sys.exit(128 + e.signum)
+        except USER_ERRORS as e:
+            click.echo(f"sfcli: error: {e}", err=True)
+            sys.exit(1)
+        finally:
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,6 +123,7 @@ def cli():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def info(arch, crop, as_json, **overrides):
     """Parameters, GFLOPs of one view and frames per pathway of a network."""
+    arch = arch or DEFAULT_ARCH
     if crop < 32:
         raise UserError(f"--crop must be at least 32 pixels, got {crop}")
     cfg = config_from_options(arch, overrides)
@@ -118,6 +142,206 @@ def info(arch, crop, as_json, **overrides):
     print_table(arch, rows, ("", "value"))
 
 
+def data_options(fn):
+    for option in reversed([
+        click.option("--data", required=True, type=click.Path(),
+                     help="Kinetics CSV, PySlowFast list, class-folder tree, or a folder holding train.csv."),
+        click.option("--prefix", type=click.Path(file_okay=False), help="Folder the list's relative paths resolve against."),
+        click.option("--labels", type=click.Path(dir_okay=False), help="File of class names, one per line, in order."),
+        click.option("--skip-missing", is_flag=True, help="Drop listed videos that are missing instead of stopping."),
+        click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Loader processes."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def split_data(data, val_data):
+    """A folder with train.csv (as `sfcli synth` and Kinetics downloads lay out) stands for its
+    train.csv, and its val.csv is the default validation data."""
+    folder = Path(data)
+    if folder.is_dir() and (folder / "train.csv").is_file():
+        data = folder / "train.csv"
+        if val_data is None and (folder / "val.csv").is_file():
+            val_data = folder / "val.csv"
+    return data, val_data
+
+
+def is_main_process() -> bool:
+    return engine.world()[0] == 0
+
+
+def training_options(fn):
+    """The recipe's options, shared by train and ablate."""
+    for option in reversed([
+        click.option("--crop", type=click.IntRange(32),
+                     help="Training crop (224 for the paper's presets, 64 for slowfast_tiny)."),
+        click.option("--epochs", type=click.IntRange(1), help=f"Epochs [default: {engine.TrainConfig.epochs}]."),
+        click.option("--batch-size", type=click.IntRange(1), default=engine.TrainConfig.batch_size,
+                     show_default=True, help="Clips per step over all processes."),
+        click.option("--lr", type=float, help="Base learning rate [default: 0.1 x batch size / 64]."),
+        click.option("--warmup-epochs", type=click.FloatRange(0), default=engine.TrainConfig.warmup_epochs,
+                     show_default=True),
+        click.option("--weight-decay", type=click.FloatRange(0), default=engine.TrainConfig.weight_decay,
+                     show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--amp", is_flag=True, help="Mixed precision (CUDA only)."),
+        click.option("--checkpoint-every", type=click.IntRange(0), default=0, show_default=True,
+                     help="Also write a checkpoint every N steps (0: at the end of each epoch only)."),
+        click.option("--views", help="Test views of the final test, CLIPSxCROPS [default: 10x3]."),
+        click.option("--val-views", default="1x1", show_default=True, help="Views of the per-epoch validation."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def train_config(epochs, batch_size, lr, warmup_epochs, weight_decay, seed, amp, workers, device, decoder,
+                 checkpoint_every, val_views, **_) -> engine.TrainConfig:
+    engine.parse_views(val_views)
+    return engine.TrainConfig(epochs=epochs or engine.TrainConfig.epochs, batch_size=batch_size, lr=lr,
+                              warmup_epochs=warmup_epochs, weight_decay=weight_decay, seed=seed, amp=amp,
+                              workers=workers, device=device, decoder=decoder, checkpoint_every=checkpoint_every,
+                              val_views=val_views)
+
+
+def read_train_val(data, val_data, prefix, labels, skip_missing):
+    data, val_data = split_data(data, val_data)
+    train_videos = read_video_list(data, prefix, labels, skip_missing=skip_missing)
+    val_videos = read_video_list(val_data, prefix, classes=train_videos.classes,
+                                 skip_missing=skip_missing) if val_data else None
+    return train_videos, val_videos
+
+
+@cli.command()
+@data_options
+@click.option("--val-data", type=click.Path(), help="Validation data (default: val.csv beside train.csv).")
+@model_options
+@training_options
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (resumed if it exists).")
+def train(data, val_data, prefix, labels, skip_missing, arch, crop, views, out, as_json, **options):
+    """Train a network in a run folder; the same command again resumes it."""
+    arch = arch or DEFAULT_ARCH
+    train_videos, val_videos = read_train_val(data, val_data, prefix, labels, skip_missing)
+    overrides = {k: options.pop(k) for k in list(options) if k in MODEL_FIELDS}
+    if overrides.get("num_classes") is None:
+        overrides["num_classes"] = len(train_videos.classes)
+    model_cfg = config_from_options(arch, overrides)
+    num_clips, num_crops = engine.parse_views(views or "10x3")
+    clip = ClipConfig.for_model(model_cfg, crop or sfmodel.train_crop(arch), num_clips=num_clips, num_crops=num_crops)
+    cfg = train_config(**options)
+    engine.init_distributed(engine.pick_device(cfg.device))
+    summary = engine.train(Path(out), train_videos, model_cfg, clip, cfg, val_videos, arch)
+    if not is_main_process():
+        return
+    if as_json:
+        print_json(summary)
+        return
+    print_table(f"{arch} in {out}", [
+        (h["epoch"], f"{h['loss']:.4f}", f"{h['train_top1']:.1f}", f"{h.get('val_top1', '-')}",
+         f"{h.get('val_top5', '-')}", f"{h['clips_per_s']:.1f}", f"{h['seconds']:.0f}") for h in summary["history"]
+    ], ("epoch", "loss", "train top-1", "val top-1", "val top-5", "clips/s", "seconds"))
+    if "test" in summary:
+        print_eval(summary["test"], per_class=False)
+    print_bad_videos(summary["bad_videos"], "videos quarantined in training")
+
+
+@cli.command("ablate")
+@click.argument("study", type=click.Choice(ablate.STUDIES))
+@click.option("--data", type=click.Path(), help="Training data [default: the built-in synthetic dataset].")
+@click.option("--val-data", type=click.Path(), help="Test data (default: val.csv beside train.csv).")
+@click.option("--prefix", type=click.Path(file_okay=False), help="Folder the lists' relative paths resolve against.")
+@click.option("--labels", type=click.Path(dir_okay=False), help="File of class names, one per line, in order.")
+@click.option("--skip-missing", is_flag=True, help="Drop listed videos that are missing instead of stopping.")
+@model_options
+@training_options
+@click.option("--betas", help=f"β values of the beta study [default: {','.join(ablate.PAPER_BETAS)}].")
+@click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Loader processes.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: runs/ablate-STUDY].")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def ablate_command(study, data, val_data, prefix, labels, skip_missing, arch, crop, views, betas, out, as_json,
+                   **options):
+    """Reproduce a study of the paper's Table 5: train and test each variant, one table."""
+    builtin = data is None
+    if builtin:
+        if val_data is not None:
+            raise UserError("--val-data needs --data")
+        arch = arch or ablate.BUILTIN_ARCH
+        options["epochs"] = options["epochs"] or ablate.BUILTIN_EPOCHS
+        err_console.print(f"no --data: the built-in synthetic dataset ({ablate.cache_folder()})")
+        data = ablate.builtin_dataset()
+    arch = arch or DEFAULT_ARCH
+    train_videos, val_videos = read_train_val(data, val_data, prefix, labels, skip_missing)
+    if val_videos is None:
+        raise UserError("an ablation tests every variant: give --val-data (or a folder with train.csv and val.csv)")
+    overrides = {k: v for k in list(options) if k in MODEL_FIELDS and (v := options.pop(k)) is not None}
+    if study == "beta" and betas is None:
+        betas, dropped = ablate.default_betas(arch, overrides)
+        if dropped:
+            err_console.print(f"β {', '.join(map(str, dropped))} would leave {arch}'s Fast pathway without "
+                              f"channels: left out (a larger --width keeps them)")
+    elif betas is not None:
+        betas = ablate.parse_betas(betas)
+    cfg = train_config(**options)
+    engine.init_distributed(engine.pick_device(cfg.device))
+    result = ablate.run_study(study, Path(out or f"runs/ablate-{study}"), train_videos, val_videos, arch, cfg,
+                              crop or sfmodel.train_crop(arch), views or (ablate.BUILTIN_VIEWS if builtin else "10x3"),
+                              overrides, betas, engine.Reporter())
+    if not is_main_process():
+        return
+    if as_json:
+        print_json(result)
+        return
+    show = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+    print_table(f"ablate {study}: {arch}, {result['epochs']} epochs, {result['views']} views, "
+                f"{len(train_videos.paths)} train / {len(val_videos.paths)} test videos", [
+        (r["variant"], f"{r['top1']:.1f}", f"{r['top5']:.1f}", f"{r['gflops']:.3f}", f"{r['params']:,}",
+         f"{r['train_seconds']:.0f}", show(r["paper_top1"], ".1f"), show(r["paper_gflops"], ".1f"))
+        for r in result["rows"]
+    ], ("variant", "top-1", "top-5", "GFLOPs", "params", "train s", "paper top-1", "paper GFLOPs"))
+    console.print(f"results: {result['files']['json']}, {result['files']['csv']}, {result['files']['plot']}")
+
+
+def print_eval(result: dict, per_class: bool = True):
+    if per_class:
+        print_table("per class", [(c["class"], c["videos"], "-" if c["top1"] is None else f"{c['top1']:.1f}")
+                                  for c in result["per_class"]], ("class", "videos", "top-1 %"))
+    print_table(f"test, {result['views']} views per video", [
+        ("top-1 %", f"{result['top1']:.2f}"), ("top-5 %", f"{result['top5']:.2f}"),
+        ("videos scored", result["scored"]), ("videos excluded (could not be decoded)", result["excluded"]),
+    ], ("", "value"))
+    print_bad_videos(result["excluded_videos"], "videos excluded from the test")
+
+
+def print_bad_videos(bad: list[dict], title: str):
+    if bad:
+        print_table(title, [(b["path"], b["reason"]) for b in bad], ("video", "reason"))
+
+
+@cli.command("eval")
+@click.option("--checkpoint", required=True, type=click.Path(), help="A run folder or a checkpoint file.")
+@data_options
+@click.option("--arch", help="Architecture of a foreign checkpoint (sfcli checkpoints carry their own).")
+@click.option("--views", default="10x3", show_default=True, help="CLIPSxCROPS per video.")
+@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True, help="Videos per batch.")
+def evaluate(checkpoint, data, prefix, labels, skip_missing, arch, views, batch_size, workers, device, decoder,
+             as_json):
+    """Test a checkpoint with the paper's multi-view protocol: top-1, top-5, per class."""
+    data, _ = split_data(data, None)
+    result = engine.evaluate_checkpoint(checkpoint, data, views=views, batch_size=batch_size, workers=workers,
+                                        device=device, decoder=decoder, prefix=prefix, labels=labels,
+                                        skip_missing=skip_missing, arch=arch)
+    if not is_main_process():
+        return
+    if as_json:
+        print_json(result)
+        return
+    print_eval(result)
+
+
 def parse_size(value: str) -> tuple[int, int]:
     """'128' or '128x170' (height x width) to (height, width)."""
     try:
@@ -132,8 +356,8 @@ def parse_size(value: str) -> tuple[int, int]:
 @cli.command()
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--classes", help="Comma-separated built-in class names, or a number N for the first N (default all).")
-@click.option("--train-per-class", type=click.IntRange(1), default=40, show_default=True)
-@click.option("--val-per-class", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--train-per-class", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--val-per-class", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--size", default="128", show_default=True, help="Frame size, HEIGHT or HEIGHTxWIDTH (even).")
 @click.option("--frames", type=click.IntRange(2), default=64, show_default=True, help="Frames per video.")
 @click.option("--fps", type=click.IntRange(1), default=30, show_default=True)

@@ -1,7 +1,7 @@
 """A built-in benchmark: real mp4 files in the Kinetics layout, with classes built so that both
 SlowFast pathways are needed (Feichtenhofer et al., ICCV 2019).
 
-Every video shows one sprite moving over a static textured background. Appearance classes are
+Every video shows one bright sprite moving over a dark, grainy background. Appearance classes are
 told apart by the sprite's shape, visible in any single frame. Motion classes all show the same
 plain disc and differ only in how it moves within segments of at most ten frames: each segment
 starts at a fresh uniform position on a torus (the central arena, wrapping at its edges), so frames
@@ -28,8 +28,8 @@ import numpy as np
 CLASS_KINDS = {
     "ring": "appearance",
     "plus sign": "appearance",
-    "x sign": "appearance",
-    "square frame": "appearance",
+    "triangle": "appearance",
+    "bar": "appearance",
     "hopping": "motion",
     "jittering": "motion",
     "rising": "motion",
@@ -76,41 +76,40 @@ def check_size(size) -> tuple[int, int]:
 
 
 def sprite_alpha(shape: str, radius: float) -> np.ndarray:
-    """Anti-aliased coverage in [0, 1] of a flip-symmetric shape on a (2r+1)^2 grid."""
+    """Anti-aliased coverage in [0, 1] of a flip-symmetric shape on a (2r+1)^2 grid: `inside` is
+    the distance into the shape, negative outside."""
     r = math.ceil(radius)
-    v, u = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float32)
-    stroke = max(1.5, 0.3 * radius)
+    v, u = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float32)  # v points down
+    stroke = max(3.0, 0.4 * radius)
     d = np.hypot(u, v)
     if shape == "disc":
         inside = radius - d
     elif shape == "ring":
         inside = np.minimum(radius - d, d - (radius - stroke))
-    elif shape == "square frame":
-        box = np.maximum(abs(u), abs(v))
-        inside = np.minimum(0.85 * radius - box, box - (0.85 * radius - stroke))
-    else:  # plus sign, or the same turned by 45 degrees
-        if shape == "x sign":
-            u, v = (u + v) / math.sqrt(2), (u - v) / math.sqrt(2)
+    elif shape == "triangle":  # pointing up: a base and two sides through the apex (0, -radius)
+        sides = 0.5 * (v + radius) - 0.866 * abs(u)
+        inside = np.minimum(0.5 * radius - v, sides)
+    elif shape == "bar":  # a horizontal bar
+        inside = np.minimum(radius - abs(u), 0.3 * radius - abs(v))
+    else:  # plus sign
         bar = lambda a, b: np.minimum(stroke / 2 - abs(a), radius - abs(b))  # noqa: E731
         inside = np.maximum(bar(u, v), bar(v, u))
     return np.clip(inside + 0.5, 0, 1)
 
 
 def random_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Background and sprite colours whose luma differ by at least 80 of 255."""
+    """A dark background and a sprite at least 100 of 255 brighter in luma, random hues."""
     luma = np.array([0.299, 0.587, 0.114])
     while True:
-        background, sprite = rng.uniform(0, 255, (2, 3))
-        if abs(luma @ (background - sprite)) >= 80:
+        background, sprite = rng.uniform(0, 140, 3), rng.uniform(60, 255, 3)
+        if luma @ (sprite - background) >= 100:
             return background, sprite
 
 
 def background_image(height: int, width: int, colour: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A flat colour with static blotchy texture: coarse noise upsampled, plus fine grain."""
-    coarse = rng.normal(0, 18, (height // 16 + 2, width // 16 + 2, 3))
-    blotches = np.repeat(np.repeat(coarse, 16, axis=0), 16, axis=1)[:height, :width]
-    grain = rng.normal(0, 6, (height, width, 1))
-    return (colour + blotches + grain).astype(np.float32)
+    """A flat colour with static fine grain."""
+    grain = rng.normal(0, 4, (height, width, 1))
+    return (colour + grain).astype(np.float32)
 
 
 def track(motion: str, frames: int, arena: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -121,7 +120,7 @@ def track(motion: str, frames: int, arena: tuple[int, int], rng: np.random.Gener
     t = np.arange(frames) + phase
     segment, step = t // length, t % length
     starts = rng.uniform(0, 1, (segment[-1] + 1, 2)) * arena
-    speed = rng.uniform(0.02, 0.035) * arena[0]  # per frame: a third of the arena per segment
+    speed = rng.uniform(0.05, 0.08) * arena[0]  # per frame: half the arena or more per segment
     positions = starts[segment] + np.outer(direction * speed * step, (1, 0))
     return np.round(positions).astype(int) % arena
 
@@ -132,18 +131,17 @@ def render(label: str, height: int, width: int, frames: int, rng: np.random.Gene
     background = background_image(height, width, background_colour, rng)
     shape = MOTION_SPRITE if CLASS_KINDS[label] == "motion" else label
     motion = label if CLASS_KINDS[label] == "motion" else str(rng.choice(list(MOTIONS)))
-    alpha = sprite_alpha(shape, rng.uniform(0.07, 0.1) * min(height, width))[..., None]
-    margin = (round(ARENA_MARGIN * height), round(ARENA_MARGIN * width))
-    arena = (height - 2 * margin[0], width - 2 * margin[1])
-    video = np.empty((frames, height, width, 3), dtype=np.uint8)
+    alpha = sprite_alpha(shape, rng.uniform(0.1, 0.13) * min(height, width))[..., None]
     side = alpha.shape[0]
+    # The sprite's corner moves on a torus (the arena); the sprite is always drawn whole inside
+    # the frame, so a shape is never cut in pieces.
+    margin = (round(ARENA_MARGIN * height), round(ARENA_MARGIN * width))
+    arena = (height - 2 * margin[0] - side, width - 2 * margin[1] - side)
+    video = np.empty((frames, height, width, 3), dtype=np.uint8)
     for i, (y, x) in enumerate(track(motion, frames, arena, rng)):
-        # The sprite wraps at the arena's edges: rows and columns taken modulo the arena.
-        rows = margin[0] + (y + np.arange(side)) % arena[0]
-        cols = margin[1] + (x + np.arange(side)) % arena[1]
         frame = background.copy()
-        patch = frame[np.ix_(rows, cols)]
-        frame[np.ix_(rows, cols)] = patch + alpha * (sprite_colour - patch)
+        rows, cols = slice(margin[0] + y, margin[0] + y + side), slice(margin[1] + x, margin[1] + x + side)
+        frame[rows, cols] += alpha * (sprite_colour - frame[rows, cols])
         video[i] = np.clip(frame, 0, 255)
     return video
 
@@ -188,7 +186,7 @@ def youtube_id(seed: int, label: str, split: str, index: int) -> str:
     return base64.urlsafe_b64encode(digest[:8]).decode()[:11]
 
 
-def write_dataset(out, classes=None, train_per_class: int = 40, val_per_class: int = 10, size=(128, 128),
+def write_dataset(out, classes=None, train_per_class: int = 100, val_per_class: int = 20, size=(128, 128),
                   frames: int = 64, fps: int = 30, seed: int = 0, progress=None) -> dict:
     """Write out/{train,val}/<label>/<id>_<start>_<end>.mp4, Kinetics-format train.csv and
     val.csv, and classes.txt; return a summary. progress(done, total) is called per video."""

@@ -17,7 +17,7 @@ from sfcli import checkpoint as ck
 from sfcli.checkpoint import CheckpointError
 from sfcli.model import PRESETS, SlowFast, build_config, create_model
 
-CLIP = (1, 3, 16, 32, 32)  # slowfast_tiny: alpha 4 x T 4
+CLIP = (1, 3, 32, 32, 32)  # slowfast_tiny: alpha 8 x T 4
 
 
 def tiny(num_classes=4, **overrides):
@@ -225,7 +225,7 @@ def test_mismatched_weights_are_listed():
     message = str(err.value)
     first, *lists = message.splitlines()
     assert "four.pt" in first and "2 shape mismatches" in first and first.endswith(".")
-    assert "fc.weight: checkpoint (4, 640) vs model (5, 640)" in message
+    assert "fc.weight: checkpoint (4, 576) vs model (5, 576)" in message
     assert "fc.bias: checkpoint (4,) vs model (5,)" in message
     assert len(lists) == 1 and lists[0].startswith("  shape mismatches (2): ")
     assert "missing" not in message and "unexpected" not in message
@@ -376,7 +376,7 @@ def test_infer_fields_of_variants():
             return ck.infer_fields(SlowFast(build_config("slowfast_tiny", **overrides)).state_dict())
 
         assert fields(lateral="t-sample")["lateral"] == "t-sample"
-        assert fields(lateral="ttoc-concat")["alpha"] == 4
+        assert fields(lateral="ttoc-concat")["alpha"] == 8
         assert fields(lateral="none")["lateral"] == ("none", "ttoc-sum")
         assert fields(fast_input="gray")["fast_input"] == ("gray", "timediff")
         assert fields(temporal_res4=0)["temporal_res4"] == 0

@@ -127,10 +127,10 @@ def test_short_video_repeats_frames_instead_of_failing(tmp_path):
 
 
 def test_slow_frames_are_picked_from_the_fast_clip_by_the_reference_formula():
-    model = create_model("slowfast_tiny", num_classes=3)  # alpha 4, T 4: 16 Fast frames
-    assert model.slow_index.tolist() == np.floor(np.linspace(0, 15, 4)).astype(int).tolist() == [0, 5, 10, 15]
-    clip = torch.arange(16.0).view(1, 1, 16, 1, 1).expand(1, 3, 16, 2, 2)
-    assert clip.index_select(2, model.slow_index)[0, 0, :, 0, 0].tolist() == [0, 5, 10, 15]
+    model = create_model("slowfast_tiny", num_classes=3)  # alpha 8, T 4: 32 Fast frames
+    assert model.slow_index.tolist() == np.floor(np.linspace(0, 31, 4)).astype(int).tolist() == [0, 10, 20, 31]
+    clip = torch.arange(32.0).view(1, 1, 32, 1, 1).expand(1, 3, 32, 2, 2)
+    assert clip.index_select(2, model.slow_index)[0, 0, :, 0, 0].tolist() == [0, 10, 20, 31]
 
 
 @pytest.mark.parametrize("decoder", DECODERS)

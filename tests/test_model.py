@@ -15,7 +15,7 @@ from sfcli.model import (
 )
 
 TINY = dict(num_classes=5)
-CLIP = (2, 3, 16, 32, 32)  # slowfast_tiny: alpha 4 x T 4 = 16 Fast-rate frames
+CLIP = (2, 3, 32, 32, 32)  # slowfast_tiny: alpha 8 x T 4 = 32 Fast-rate frames
 
 
 def variants():
@@ -51,7 +51,7 @@ def test_backward_step_updates_every_parameter():
 
 
 def test_initialisation_follows_the_reference():
-    model = create_model("slowfast_tiny", **TINY)
+    model = create_model("slowfast_tiny", zero_init_residual=True, **TINY)
     assert abs(model.fc.weight.std().item() - 0.01) < 0.003 and model.fc.bias.abs().sum() == 0
     for block in (m for m in model.modules() if isinstance(m, Bottleneck)):
         assert block.branch2[-1][1].weight.abs().sum() == 0  # zero-init final BN
@@ -59,6 +59,8 @@ def test_initialisation_follows_the_reference():
     conv = model.slow.stages[0][0].branch2[0][0]  # He fan-out: std = sqrt(2 / (c_out * k))
     fan_out = conv.out_channels * conv.weight[0, 0].numel()
     assert conv.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.2)
+    plain = create_model("slowfast_tiny", **TINY)  # the small preset starts its blocks unzeroed
+    assert all(b.branch2[-1][1].weight.eq(1).all() for b in plain.modules() if isinstance(b, Bottleneck))
 
 
 def test_fast_and_slow_pathways_see_their_frames():
