@@ -25,8 +25,9 @@ USER_ERRORS = (CheckpointError, DataError, VideoError, TrainingError, sfmodel.Co
 DEFAULT_ARCH = "slowfast_4x16_r50"
 MODEL_FIELDS = {f.name for f in dataclasses.fields(sfmodel.ModelConfig)}
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+# Piped output (logs, CI, tests) gets wide tables instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 class UserError(click.ClickException):

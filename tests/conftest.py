@@ -1,5 +1,8 @@
 """Shared test fixtures: real video files written with PyAV and read back by the real decoders."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -53,3 +56,28 @@ def video_factory(tmp_path):
         return write_video(tmp_path / name, **kw)
 
     return make
+
+
+def sfcli(*args, env=None, launcher=(sys.executable, "-m", "sfcli"), **kw):
+    """Run the real command line in a fresh process, one thread per process as on a busy host."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([*launcher, *args], capture_output=True, text=True, env=env, timeout=600, **kw)
+
+
+def one_line_error(result):
+    """The one sentence a user error ends in: non-zero exit, no traceback."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sfcli: error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory):
+    """4 classes, 4 train + 2 val videos each, 48x48, 40 frames: real H.264 files."""
+    from sfcli.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    write_dataset(root, classes=4, train_per_class=4, val_per_class=2, size=(48, 48), frames=40)
+    return root

@@ -17,17 +17,9 @@ import torch
 from sfcli import engine
 from sfcli.checkpoint import load_checkpoint
 from sfcli.model import create_model
-from sfcli.synth import write_dataset
+from conftest import one_line_error, sfcli
 
 TRAIN = ["--arch", "slowfast_tiny", "--crop", "32", "--batch-size", "4", "--workers", "0", "--views", "2x3"]
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    """4 classes, 4 train + 2 val videos each, 48x48, 40 frames: real H.264 files."""
-    root = tmp_path_factory.mktemp("synth")
-    write_dataset(root, classes=4, train_per_class=4, val_per_class=2, size=(48, 48), frames=40)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +29,6 @@ def trained(synth, tmp_path_factory):
     result = sfcli("train", "--data", str(synth), *TRAIN, "--epochs", "1", "--out", str(run), "--json")
     assert result.returncode == 0, result.stderr
     return run, json.loads(result.stdout)
-
-
-def sfcli(*args, env=None, launcher=(sys.executable, "-m", "sfcli"), **kw):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([*launcher, *args], capture_output=True, text=True, env=env, timeout=600, **kw)
-
-
-def one_line_error(result):
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("sfcli: error: "), result.stderr
-    return lines[0]
 
 
 def weights(run):

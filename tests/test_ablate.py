@@ -1,0 +1,86 @@
+"""`sfcli ablate`: every study through the one train/eval loop, its files, resumable sweeps."""
+
+import csv
+import json
+from fractions import Fraction
+
+import pytest
+
+from sfcli import ablate
+from sfcli.model import build_config
+from conftest import one_line_error, sfcli
+
+SMALL = ["--arch", "slowfast_tiny", "--crop", "32", "--batch-size", "4", "--workers", "0", "--views", "1x1",
+         "--epochs", "1"]
+
+
+def run_study(synth, out, study, *extra):
+    result = sfcli("ablate", study, "--data", str(synth), *SMALL, *extra, "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("study, keys", [
+    ("beta", ["1/4", "1/8"]),
+    ("lateral", ["none", "ttoc-sum", "ttoc-concat", "t-sample", "t-conv"]),
+    ("fast-input", ["rgb", "half", "gray", "timediff"]),
+])
+def test_each_study_trains_its_variants_and_writes_json_csv_and_plot(synth, tmp_path, study, keys):
+    extra = ["--betas", "1/4,1/8"] if study == "beta" else []
+    result = run_study(synth, tmp_path, study, *extra)
+    assert [r["key"] for r in result["rows"]] == keys
+    for row in result["rows"]:
+        assert 0 <= row["top1"] <= row["top5"] <= 100 and row["params"] > 0 and row["gflops"] > 0
+        assert row["paper_top1"] == ablate.PAPER[(study, row["key"])][0]
+        assert (tmp_path / row["key"] / "checkpoint.pt").is_file()
+    files = result["files"]
+    assert json.loads(open(files["json"]).read())["rows"] == result["rows"]
+    with open(files["csv"]) as f:
+        assert [r["variant"] for r in csv.DictReader(f)] == [r["variant"] for r in result["rows"]]
+    assert open(files["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    if study == "beta":  # a wider Fast pathway costs more
+        assert result["rows"][0]["gflops"] > result["rows"][1]["gflops"]
+    if study == "fast-input":
+        half = next(r for r in result["rows"] if r["key"] == "half")
+        assert Fraction(half["config"]["beta"]) == Fraction(1, 4) and half["config"]["fusion_ratio"] == 1
+
+
+def test_a_second_run_trains_nothing_and_prints_the_same_table(synth, tmp_path):
+    args = ["ablate", "pathways", "--data", str(synth), *SMALL, "--out", str(tmp_path)]
+    first = sfcli(*args)
+    assert first.returncode == 0, first.stderr
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/checkpoint.pt")}
+    assert len(stamps) == 3
+    second = sfcli(*args)
+    assert second.returncode == 0, second.stderr
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert "Slow-only" in first.stdout and first.stdout == second.stdout
+    assert "epoch 1:" in first.stderr and "epoch 1:" not in second.stderr
+
+
+def test_default_betas_keep_only_those_that_leave_the_fast_pathway_channels():
+    kept, dropped = ablate.default_betas("slowfast_tiny", {})  # width 16
+    assert kept == [Fraction(1, 4), Fraction(1, 6), Fraction(1, 8), Fraction(1, 12), Fraction(1, 16)]
+    assert dropped == [Fraction(1, 32)]
+    assert ablate.default_betas("slowfast_4x16_r50", {})[1] == []
+    assert all(build_config("slowfast_tiny", beta=b).fast_width >= 1 for b in kept)
+
+
+def test_bad_study_options_are_one_line_errors(synth, tmp_path):
+    line = one_line_error(sfcli("ablate", "beta", "--data", str(synth), *SMALL, "--betas", "1/4,abc",
+                                "--out", str(tmp_path)))
+    assert "--betas" in line
+    line = one_line_error(sfcli("ablate", "pathways", "--data", str(synth / "train.csv"), *SMALL,
+                                "--out", str(tmp_path)))
+    assert "--val-data" in line
+
+
+def test_builtin_dataset_is_written_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(ablate, "BUILTIN_SYNTH", {"seed": 0, "classes": 2, "train_per_class": 1,
+                                                  "val_per_class": 1, "size": (32, 32), "frames": 8})
+    root = ablate.builtin_dataset()
+    assert root.parent == tmp_path / "sfcli" and (root / "train.csv").is_file() and (root / "val.csv").is_file()
+    stamp = (root / "train.csv").stat().st_mtime_ns
+    assert ablate.builtin_dataset() == root and (root / "train.csv").stat().st_mtime_ns == stamp
+    assert [p.name for p in (tmp_path / "sfcli").iterdir()] == [root.name]  # no partial folder left
