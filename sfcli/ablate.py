@@ -16,7 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from sfcli import engine
-from sfcli.data import ClipConfig, VideoList
+from sfcli.data import VideoList
 from sfcli.model import build_config, count_gflops, parse_fraction
 from sfcli.synth import write_dataset
 
@@ -47,10 +47,10 @@ PAPER = {
 
 # The built-in benchmark: `sfcli synth` defaults, generated once into the cache folder.
 BUILTIN_ARCH = "slowfast_tiny"
-BUILTIN_EPOCHS = 20
-BUILTIN_VIEWS = "10x3"
+BUILTIN_EPOCHS = 12
+BUILTIN_VIEWS = "1x3"
 BUILTIN_SYNTH = {"seed": 0}
-BUILTIN_VERSION = 2  # bump when the generator's videos change
+BUILTIN_VERSION = 3  # bump when the generator's videos change
 
 
 class AblationError(ValueError):
@@ -125,17 +125,16 @@ def builtin_dataset(progress=None) -> Path:
 
 
 def run_study(study: str, out: Path, train_videos: VideoList, val_videos: VideoList, arch: str,
-              train_cfg: engine.TrainConfig, crop: int, views: str, model_overrides: dict, betas=None,
+              train_cfg: engine.TrainConfig, crop: int | None, views: str, model_overrides: dict, betas=None,
               reporter: engine.Reporter | None = None) -> dict:
     """Train and test every variant of `study` in out/<variant>, then write results.json,
     results.csv and the top-1 vs GFLOPs plot in `out`. Returns {"study", "rows", "files"}."""
     out = Path(out)
     rows = []
-    num_clips, num_crops = engine.parse_views(views)
     todo = variants(study, betas)
     for n, variant in enumerate(todo, 1):
         cfg = build_config(arch, **{**model_overrides, **variant.overrides, "num_classes": len(train_videos.classes)})
-        clip = ClipConfig.for_model(cfg, crop, num_clips=num_clips, num_crops=num_crops)
+        clip = engine.clip_config(cfg, arch, crop, views)
         if reporter:
             reporter.print(f"[{n}/{len(todo)}] {variant.label}")
         summary = engine.train(out / variant.key, train_videos, cfg, clip, train_cfg, val_videos, arch, reporter)
@@ -147,7 +146,7 @@ def run_study(study: str, out: Path, train_videos: VideoList, val_videos: VideoL
             "excluded": summary["test"]["excluded"], "paper_top1": paper[0], "paper_top5": paper[1],
             "paper_gflops": paper[2], "run": str(out / variant.key), "config": cfg.to_dict(),
         })
-    result = {"study": study, "arch": arch, "crop": crop, "test_crop": clip.test_crop, "views": views, "epochs": train_cfg.epochs,
+    result = {"study": study, "arch": arch, "crop": clip.crop, "test_crop": clip.test_crop, "views": views, "epochs": train_cfg.epochs,
               "data": str(train_videos.source), "val_data": str(val_videos.source), "rows": rows}
     if engine.world()[0] == 0:
         result["files"] = write_results(out, result)
@@ -184,6 +183,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel(f"top-1 % ({result['views']} views)")
     ax.set_title(f"sfcli ablate {result['study']}: {result['arch']}, {result['epochs']} epochs")
     ax.grid(alpha=0.3)
+    ax.margins(0.15)  # room for the labels
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sfcli import checkpoint as ckpt
 from sfcli.data import ClipConfig, VideoDataset, VideoList, collate, normalize, read_labels_file, read_video_list
-from sfcli.model import ModelConfig, SlowFast, count_params, train_crop
+from sfcli.model import ModelConfig, SlowFast, count_params, view_crops
 
 CONFIG_FILE, METRICS_FILE, BAD_VIDEOS_FILE = "config.json", "metrics.jsonl", "bad_videos.json"
 WARMUP_START = 0.01 / 1.6  # the reference warms up from 0.01 towards 1.6 (batch 1024)
@@ -184,13 +185,19 @@ def rank_batches(order: list[int], batch_size: int, rank: int, world_size: int) 
 # ----------------------------------------------------------------------------- progress and output
 
 
+def make_console(stderr: bool = False) -> Console:
+    """A rich console; piped output (logs, CI, tests) gets wide lines instead of 80 columns."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 160)
+
+
 class Reporter:
     """Progress bars and messages, on rank 0 only. Bars are drawn on a terminal; elsewhere (logs,
     CI) each epoch still ends in one line."""
 
     def __init__(self, enabled: bool = True, console: Console | None = None):
         self.enabled = enabled and world()[0] == 0
-        self.console = console or Console(stderr=True)
+        self.console = console or make_console(stderr=True)
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]:>7.1f} clips/s"), TextColumn("{task.fields[info]}"),
@@ -233,6 +240,14 @@ def view_probabilities(model, views: torch.Tensor, device: torch.device, amp: bo
             logits = model(normalize(part.to(device, non_blocking=True)))
         out.append(logits.float().softmax(dim=1).cpu())
     return torch.cat(out)
+
+
+def clip_config(model_cfg: ModelConfig, arch: str, crop: int | None = None, views: str = "10x3") -> ClipConfig:
+    """The data pipeline of a preset: its training and test crops (or those of `crop`), the paper's
+    short sides scaled to them, `views` at test time."""
+    crop, test_crop = view_crops(arch, crop)
+    num_clips, num_crops = parse_views(views)
+    return ClipConfig.for_model(model_cfg, crop, test_crop=test_crop, num_clips=num_clips, num_crops=num_crops)
 
 
 def parse_views(text: str) -> tuple[int, int]:
@@ -305,7 +320,7 @@ def evaluate_checkpoint(checkpoint, data, views: str = "10x3", batch_size: int =
                                 f"{model.cfg.num_classes} outputs")
     videos = read_video_list(data, prefix, classes=classes, skip_missing=skip_missing)
     num_clips, num_crops = parse_views(views)
-    clip = ClipConfig(**info["clip"]) if info["clip"] else ClipConfig.for_model(info["config"], train_crop(info["arch"]))
+    clip = ClipConfig(**info["clip"]) if info["clip"] else clip_config(info["config"], info["arch"])
     clip = dataclasses.replace(clip, num_clips=num_clips, num_crops=num_crops)
     reporter = reporter or Reporter()
     with reporter:

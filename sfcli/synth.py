@@ -186,7 +186,7 @@ def youtube_id(seed: int, label: str, split: str, index: int) -> str:
     return base64.urlsafe_b64encode(digest[:8]).decode()[:11]
 
 
-def write_dataset(out, classes=None, train_per_class: int = 100, val_per_class: int = 20, size=(128, 128),
+def write_dataset(out, classes=None, train_per_class: int = 100, val_per_class: int = 20, size=(96, 96),
                   frames: int = 64, fps: int = 30, seed: int = 0, progress=None) -> dict:
     """Write out/{train,val}/<label>/<id>_<start>_<end>.mp4, Kinetics-format train.csv and
     val.csv, and classes.txt; return a summary. progress(done, total) is called per video."""
