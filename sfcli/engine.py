@@ -51,7 +51,7 @@ class Interrupted(Exception):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = 15
     batch_size: int = 16  # total over all processes
     lr: float | None = None  # None: 0.1 per 64 clips of total batch
     warmup_epochs: float = 1.0
