@@ -522,14 +522,15 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
                 with autocast(device, train_cfg.amp):
                     logits = net(x)
                     loss = F.cross_entropy(logits.float(), y)
+                loss_value = float(loss.detach())
                 loss_sum, correct, count, bad = all_sum(
-                    [float(loss.detach()) * len(y), float((logits.argmax(1) == y).sum()), len(y),
-                     0.0 if math.isfinite(float(loss.detach())) else 1.0], device)
+                    [loss_value * len(y), float((logits.argmax(1) == y).sum()), len(y),
+                     0.0 if math.isfinite(loss_value) else 1.0], device)
                 if bad:
                     raise TrainingError(
-                        f"the loss became {'nan' if math.isnan(float(loss)) else 'infinite'} at epoch {state.epoch + 1} "
-                        f"step {state.step + 1}; the run stopped, and its last good checkpoint is kept in "
-                        f"{checkpoint_path} (try a lower --lr)")
+                        f"the loss became {'nan' if math.isnan(loss_value) else 'infinite'} at epoch "
+                        f"{state.epoch + 1} step {state.step + 1}; the run stopped, and its last good checkpoint is "
+                        f"kept in {checkpoint_path} (try a lower --lr)")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)

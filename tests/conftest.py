@@ -65,12 +65,14 @@ def sfcli(*args, env=None, launcher=(sys.executable, "-m", "sfcli"), **kw):
 
 
 def one_line_error(result):
-    """The one sentence a user error ends in: non-zero exit, no traceback."""
+    """The one sentence a user error ends in (after any progress lines): non-zero exit, no
+    traceback, no warning."""
     assert result.returncode != 0
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("sfcli: error: "), result.stderr
-    return lines[0]
+    errors = [line for line in lines if line.startswith("sfcli: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    return errors[0]
 
 
 @pytest.fixture(scope="session")
