@@ -14,9 +14,10 @@ from rich.table import Table
 import torch.distributed as dist
 
 from sfcli import ablate, engine
+from sfcli import infer as sfinfer
 from sfcli import model as sfmodel
 from sfcli.checkpoint import CheckpointError
-from sfcli.data import ClipConfig, DataError, VideoError, read_video_list
+from sfcli.data import DataError, VideoError, read_video_list
 from sfcli.engine import Interrupted, TrainingError
 
 # Errors a user can cause at run time: each carries one sentence meant for them.
@@ -74,7 +75,7 @@ def config_from_options(arch: str, overrides: dict) -> sfmodel.ModelConfig:
 
 
 def print_table(title: str, rows: list[tuple], columns: tuple[str, ...]):
-    table = Table(title=title)
+    table = Table(title=title, min_width=min(len(title), console.width))
     for column in columns:
         table.add_column(column, overflow="fold")  # paths are never cut short
     for row in rows:
@@ -92,7 +93,10 @@ class OneLineErrors(click.Group):
 
     def main(self, *args, **kwargs):
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(*args, standalone_mode=False, **kwargs)
+            if isinstance(code, int) and code:  # click.exceptions.Exit(code) from a command
+                sys.exit(code)
+            return code
         except click.exceptions.Abort:
             err_console.print("sfcli: interrupted")
             sys.exit(130)
@@ -390,6 +394,71 @@ def synth(out, classes, train_per_class, val_per_class, size, frames, fps, seed,
         ("codec", summary["codec"]),
         ("seconds", f"{summary['seconds']:.1f}"),
     ], ("", "value"))
+
+
+@cli.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path())
+@click.option("--checkpoint", type=click.Path(), help="A run folder or an sfcli checkpoint.")
+@click.option("--weights", type=click.Path(), help="PySlowFast (.pyth) or PyTorchVideo weights; see --arch.")
+@click.option("--arch", help="Architecture of --weights (default: recognised from the weights).")
+@click.option("--labels", type=click.Path(dir_okay=False), help="Class names, one per line, in output order.")
+@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--views", default="10x3", show_default=True, help="CLIPSxCROPS per video, or per window.")
+@click.option("--window", type=click.FloatRange(min=0, min_open=True), help="Also predict every window of S seconds.")
+@click.option("--stride", type=click.FloatRange(min=0, min_open=True), help="Seconds between windows [default: --window].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list of results.")
+def infer(videos, checkpoint, weights, arch, labels, top_k, views, window, stride, device, decoder, as_json):
+    """Top-k labels of videos (files or folders), and per time window with --window."""
+    if (checkpoint is None) == (weights is None):
+        raise UserError("give exactly one of --checkpoint and --weights")
+    if stride is not None and window is None:
+        raise UserError("--stride needs --window")
+    predictor = sfinfer.load_predictor(checkpoint or weights, arch, labels, views, device)
+    results, failed = [], 0
+    for path, result, error in sfinfer.infer_many(predictor, videos, top_k, window, stride, decoder):
+        if error:
+            failed += 1
+            click.echo(f"sfcli: {path}: {error}", err=True)
+            continue
+        results.append(result)
+        if not as_json:
+            print_prediction(result)
+    if as_json:
+        print_json(results)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def print_prediction(result: dict):
+    title = f"{result['video']} ({result['seconds']:.1f} s at {result['fps']:.1f} fps)"
+    print_table(title, [(i, p["label"], f"{p['score']:.3f}") for i, p in enumerate(result["predictions"], 1)],
+                ("#", "label", "probability"))
+    if result["windows"]:
+        print_table(f"{result['video']}: per window", [
+            (f"{w['start']:.1f}-{w['end']:.1f} s", ", ".join(f"{p['label']} {p['score']:.2f}" for p in w["predictions"][:3]))
+            for w in result["windows"]
+        ], ("window", "top labels"))
+
+
+@cli.command()
+@click.argument("src", type=click.Path())
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--arch", help="Architecture of the weights (default: recognised from them).")
+@click.option("--labels", type=click.Path(dir_okay=False), help="Class names to store, one per line.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def convert(src, dst, arch, labels, as_json):
+    """Write any checkpoint (PySlowFast, PyTorchVideo, sfcli) as an sfcli checkpoint."""
+    from sfcli.checkpoint import convert as convert_checkpoint
+    from sfcli.data import read_labels_file
+
+    summary = convert_checkpoint(src, dst, arch, read_labels_file(labels) if labels else None)
+    if as_json:
+        print_json(summary)
+        return
+    print_table(f"{src} -> {dst}", [(k, summary[k]) for k in ("format", "arch", "num_classes", "classes_source",
+                                                               "params", "tensors")], ("", "value"))
 
 
 def main():

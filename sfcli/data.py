@@ -8,9 +8,11 @@ quarantined and replaced, in testing it is excluded and counted.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,8 @@ KINETICS_HEADER = ("label", "youtube_id", "time_start", "time_end")
 
 try:  # decord has no wheels for some platforms; PyAV is the fallback
     import decord
+
+    decord.logging.set_level(decord.logging.QUIET)  # FFmpeg's own messages; ours say it in one line
 except ImportError:  # pragma: no cover - depends on the platform
     decord = None
 
@@ -233,8 +237,24 @@ def read_video_list(data, prefix=None, labels=None, classes=None, skip_missing: 
 # ----------------------------------------------------------------------------- decoding
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """decord's C++ layer prints its own error for a file it cannot open before raising; the
+    raised error is reported instead, in one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _decode_decord(path: Path, pick_indices):
-    reader = decord.VideoReader(str(path), num_threads=1)
+    with _native_stderr_silenced():
+        reader = decord.VideoReader(str(path), num_threads=1)
     num_frames, fps = len(reader), reader.get_avg_fps()
     if num_frames < 1:
         raise VideoError("no video frames")
@@ -342,6 +362,46 @@ def normalize(clips: torch.Tensor) -> torch.Tensor:
     return (clips.float() / 255 - MEAN) / STD
 
 
+# ----------------------------------------------------------------------------- clips of one video
+
+
+def read_clips(path, clip: ClipConfig, starts: list[float], short_side: int, decoder: str = "auto",
+               seconds: tuple[float, float] | None = None) -> tuple[torch.Tensor, int, float]:
+    """uint8 (clips, C, T, H, W) of one video at the given start fractions, short side resized,
+    from one decode; `seconds` = (start, end) keeps the clips inside that part of the video.
+    Also returns the video's frame count and frame rate."""
+    found = {}
+
+    def pick(num_frames, fps):
+        found.update(num_frames=num_frames, fps=fps)
+        first, end = 0, num_frames
+        if seconds is not None:
+            first = min(int(seconds[0] * fps), num_frames - 1)
+            end = max(first + 1, min(num_frames, math.ceil(seconds[1] * fps)))
+        return [first + i for s in starts for i in clip_indices(end - first, fps, clip.frames, clip.stride, s)]
+
+    frames = decode(path, pick, decoder)
+    frames = resize_short_side(frames.permute(0, 3, 1, 2), short_side)  # (N*T, C, H, W)
+    clips = frames.reshape(len(starts), clip.frames, *frames.shape[1:]).transpose(1, 2)
+    return clips, found["num_frames"], found["fps"]
+
+
+def test_views(path, clip: ClipConfig, decoder: str = "auto", seconds=None) -> tuple[torch.Tensor, int, float]:
+    """The paper's test views of one video (or of `seconds` of it): clip.num_clips uniform clips x
+    clip.num_crops crops, uint8 (views, C, T, test_crop, test_crop), decoded once; with the
+    video's frame count and frame rate."""
+    clips, num_frames, fps = read_clips(path, clip, uniform_positions(clip.num_clips), clip.test_short, decoder, seconds)
+    views = three_crops(clips, clip.test_crop, clip.num_crops)  # M x (N, C, T, crop, crop)
+    return torch.stack(views, dim=1).flatten(0, 1).contiguous(), num_frames, fps
+
+
+def probe(path, decoder: str = "auto") -> tuple[int, float]:
+    """(frame count, frame rate) of a video, decoding one frame."""
+    found = {}
+    decode(path, lambda num_frames, fps: found.update(num_frames=num_frames, fps=fps) or [0], decoder)
+    return found["num_frames"], found["fps"]
+
+
 # ----------------------------------------------------------------------------- datasets
 
 
@@ -373,15 +433,7 @@ class VideoDataset(torch.utils.data.Dataset):
         return self._train_item(index) if self.train else self._test_item(index)
 
     def _read(self, index: int, starts: list[float], short_side: int) -> torch.Tensor:
-        """uint8 (clips, C, T, H, W) of video `index` at the given start fractions, short side resized."""
-        c = self.clip
-
-        def pick(num_frames, fps):
-            return [i for s in starts for i in clip_indices(num_frames, fps, c.frames, c.stride, s)]
-
-        frames = decode(self.videos.paths[index], pick, self.decoder)
-        frames = resize_short_side(frames.permute(0, 3, 1, 2), short_side)  # (N*T, C, H, W)
-        return frames.reshape(len(starts), c.frames, *frames.shape[1:]).transpose(1, 2)
+        return read_clips(self.videos.paths[index], self.clip, starts, short_side, self.decoder)[0]
 
     def _train_item(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
@@ -414,12 +466,9 @@ class VideoDataset(torch.utils.data.Dataset):
     def _test_item(self, index: int) -> dict:
         item = {"clip": None, "label": self.videos.labels[index], "index": index, "error": None}
         try:
-            clips = self._read(index, uniform_positions(self.clip.num_clips), self.clip.test_short)
+            item["clip"] = test_views(self.videos.paths[index], self.clip, self.decoder)[0]
         except VideoError as e:
             item["error"] = str(e)
-            return item
-        views = three_crops(clips, self.clip.test_crop, self.clip.num_crops)  # M x (N, C, T, crop, crop)
-        item["clip"] = torch.stack(views, dim=1).flatten(0, 1).contiguous()
         return item
 
 
