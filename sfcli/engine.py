@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sfcli import checkpoint as ckpt
 from sfcli.data import ClipConfig, VideoDataset, VideoList, collate, normalize, read_labels_file, read_video_list
-from sfcli.model import ModelConfig, SlowFast, count_params, view_crops
+from sfcli.model import ModelConfig, SlowFast, count_params, fuse_bn, view_crops
 
 CONFIG_FILE, METRICS_FILE, BAD_VIDEOS_FILE = "config.json", "metrics.jsonl", "bad_videos.json"
 WARMUP_START = 0.01 / 1.6  # the reference warms up from 0.01 towards 1.6 (batch 1024)
@@ -229,11 +229,24 @@ class Reporter:
 # ----------------------------------------------------------------------------- evaluation
 
 
-@torch.no_grad()
+def inference_model(model: SlowFast) -> SlowFast:
+    """The fastest network that computes the same function for testing: batch norm folded into
+    the convs, weights in channels_last_3d (measured faster for both on the CPU here)."""
+    return fuse_bn(model).to(memory_format=torch.channels_last_3d)
+
+
+def view_chunk(device: torch.device) -> int:
+    """Views per forward pass: on the CPU, 2 to 4 views at a time ran fastest here (larger
+    batches fall out of cache); a GPU wants them all."""
+    return 32 if device.type == "cuda" else 4
+
+
+@torch.inference_mode()
 def view_probabilities(model, views: torch.Tensor, device: torch.device, amp: bool = False,
-                       chunk: int = 32) -> torch.Tensor:
+                       chunk: int | None = None) -> torch.Tensor:
     """Softmax scores (N, classes), float32 on the CPU, of N uint8 views (N, C, T, H, W), run
     through the network `chunk` views at a time."""
+    chunk = chunk or view_chunk(device)
     out = []
     for part in views.split(chunk):
         with autocast(device, amp):
@@ -281,7 +294,7 @@ def evaluate(model: SlowFast, videos: VideoList, clip: ClipConfig, device: torch
         failures += batch["failures"]
         if batch["clip"] is not None:
             b, v = batch["clip"].shape[:2]
-            probs = view_probabilities(model, batch["clip"].flatten(0, 1), device, amp, chunk=32)
+            probs = view_probabilities(model, batch["clip"].flatten(0, 1), device, amp)
             scores.append(probs.reshape(b, v, -1).sum(1))
             labels.append(batch["label"])
             indices.append(batch["index"])
@@ -324,7 +337,8 @@ def evaluate_checkpoint(checkpoint, data, views: str = "10x3", batch_size: int =
     clip = dataclasses.replace(clip, num_clips=num_clips, num_crops=num_crops)
     reporter = reporter or Reporter()
     with reporter:
-        result = evaluate(model.to(dev), videos, clip, dev, batch_size, workers, decoder=decoder, reporter=reporter)
+        result = evaluate(inference_model(model.to(dev)), videos, clip, dev, batch_size, workers, decoder=decoder,
+                          reporter=reporter)
     return {"checkpoint": info["path"], "arch": info["arch"], "data": str(data), **result}
 
 

@@ -15,7 +15,7 @@ import torch
 
 from sfcli import checkpoint as ckpt
 from sfcli.data import VIDEO_EXTENSIONS, ClipConfig, DataError, VideoError, probe, read_labels_file, test_views
-from sfcli.engine import clip_config, parse_views, pick_device, view_probabilities
+from sfcli.engine import clip_config, inference_model, parse_views, pick_device, view_probabilities
 
 
 @dataclasses.dataclass
@@ -41,7 +41,7 @@ def load_predictor(path, arch: str | None = None, labels=None, views: str = "10x
     num_clips, num_crops = parse_views(views)
     clip = ClipConfig(**info["clip"]) if info["clip"] else clip_config(info["config"], info["arch"])
     clip = dataclasses.replace(clip, num_clips=num_clips, num_crops=num_crops)
-    return Predictor(model.to(dev).eval(), classes, clip, dev, info)
+    return Predictor(inference_model(model.to(dev)), classes, clip, dev, info)
 
 
 def top_labels(probabilities: torch.Tensor, classes: list[str], k: int) -> list[dict]:
