@@ -3,12 +3,12 @@ builds it, on the same generated 10-second 340x256 H.264 video, with the same we
 same 30 views (10 uniform clips x 3 crops of the 256 short side).
 
 The reference pipeline: `EncodedVideo` (PyAV) `get_clip` for each clip's time window, the
-tutorial's transforms (uniform temporal subsample to 32 frames, /255, normalise, short side
-scale, crops, PackPathway), and PyTorchVideo's `slowfast_r50` run on one view at a time, as the
-tutorial does. (`pytorchvideo.transforms` does not import with torchvision >= 0.17, so its
-transforms are written out here with the same tensor operations.) sfcli: `load_predictor` and
-`infer_video`, the library calls behind the command, on the same weights moved into sfcli's
-layout. Each pipeline's seconds per video is the median of --repeat runs, alternated.
+tutorial's transforms from `pytorchvideo.transforms` (UniformTemporalSubsample to 32 frames,
+Div255, Normalize, ShortSideScale), UniformCropVideo for the three crops, the tutorial's
+PackPathway, and PyTorchVideo's `slowfast_r50` run on one view at a time, as the tutorial does.
+sfcli: `load_tester` and `infer_video`, the library calls behind the command, on the same
+weights moved into sfcli's layout. Each pipeline's seconds per video is the median of --repeat
+runs, alternated.
 
 Usage: python benchmarks/bench_infer.py [--crop 256] [--repeat 2] [--json]
 """
@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -26,18 +27,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+import torchvision.transforms
+import torchvision.transforms._functional_tensor
 from rich.console import Console
 from rich.table import Table
 
 from sfcli import checkpoint as ck
 from sfcli.data import MEAN, STD, ClipConfig, uniform_positions
-from sfcli.infer import infer_video, load_predictor
+from sfcli.engine import load_tester
+from sfcli.infer import infer_video
 from sfcli.model import SlowFast, build_config
 from sfcli.synth import encode, pick_codec, render
 
+# pytorchvideo.transforms imports torchvision's functional_tensor, renamed _functional_tensor in
+# torchvision 0.17: the same module under its old name lets the real transforms import.
+sys.modules.setdefault("torchvision.transforms.functional_tensor", torchvision.transforms._functional_tensor)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # pytorchvideo's import uses the deprecated torch.jit.script
+    from pytorchvideo import transforms as pvt
     from pytorchvideo.data.encoded_video import EncodedVideo
     from pytorchvideo.models import hub
 
@@ -71,41 +78,30 @@ def twin_checkpoint(folder: Path, crop: int) -> tuple[torch.nn.Module, Path]:
 # ----------------------------------------------------------------------------- the tutorial's way
 
 
-def short_side_scale(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(C, T, H, W) float, bilinear, as pytorchvideo's ShortSideScale."""
-    h, w = x.shape[-2:]
-    new_h, new_w = (size, int(w * size / h)) if h < w else (int(h * size / w), size)
-    return F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
-
-
-def crop_at(x: torch.Tensor, size: int, position: float) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    if w >= h:
-        left = round((w - size) * position)
-        top = (h - size) // 2
-    else:
-        top, left = round((h - size) * position), (w - size) // 2
-    return x[..., top : top + size, left : left + size]
+def pack_pathway(fast: torch.Tensor, slow_frames: int) -> list[torch.Tensor]:
+    """The tutorial's PackPathway: the Slow input is every alpha-th frame of the Fast one."""
+    slow = fast.index_select(1, torch.linspace(0, fast.shape[1] - 1, slow_frames).long())
+    return [slow[None], fast[None]]
 
 
 def reference_pipeline(model, path: Path, crop: int, num_clips: int = 10, num_crops: int = 3) -> torch.Tensor:
     cfg = build_config(ARCH)
+    transform = torchvision.transforms.Compose([
+        pvt.UniformTemporalSubsample(cfg.fast_frames), pvt.Div255(), pvt.Normalize((MEAN,) * 3, (STD,) * 3),
+        pvt.ShortSideScale(crop),
+    ])
+    crops = pvt.UniformCropVideo(crop)
     video = EncodedVideo.from_path(str(path), decode_audio=False)
     clip_seconds = cfg.fast_frames * cfg.fast_stride / FPS
     room = float(video.duration) - clip_seconds
     total = 0
     for position in uniform_positions(num_clips):
         start = room * position
-        frames = video.get_clip(start, start + clip_seconds)["video"]  # (C, T, H, W) float 0..255
-        index = torch.linspace(0, frames.shape[1] - 1, cfg.fast_frames).long()
-        frames = frames.index_select(1, index) / 255.0
-        frames = (frames - MEAN) / STD
-        frames = short_side_scale(frames, crop)
-        for crop_position in uniform_positions(num_crops):
-            fast = crop_at(frames, crop, crop_position)
-            slow = fast.index_select(1, torch.linspace(0, fast.shape[1] - 1, cfg.frames).long())
-            with torch.no_grad():
-                total = total + model([slow[None], fast[None]]).softmax(dim=1)[0]
+        frames = transform(video.get_clip(start, start + clip_seconds)["video"])  # (C, T, H, W)
+        for index in range(num_crops):
+            fast = crops({"video": frames, "aug_index": index})["video"]
+            with torch.no_grad():  # a fresh input list per call: the model overwrites it
+                total = total + model(pack_pathway(fast, cfg.frames)).softmax(dim=1)[0]
     video.close()
     return total / (num_clips * num_crops)
 
@@ -124,7 +120,7 @@ def main():
         folder = Path(tmp)
         path = write_video(folder)
         reference, checkpoint = twin_checkpoint(folder, args.crop)
-        predictor = load_predictor(checkpoint, views="10x3", device="cpu")
+        predictor = load_tester(checkpoint, views="10x3", device="cpu")
         times = {"sfcli": [], "reference": []}
         for _ in range(args.repeat):
             began = time.perf_counter()
@@ -143,18 +139,25 @@ def main():
         "sfcli_top1": ours["predictions"][0]["label"], "reference_top1": reference_top[0],
         "top5_agree": [p["label"] for p in ours["predictions"]] == reference_top,
     }
+    result["top1_agree"] = result["sfcli_top1"] == result["reference_top1"]
     result["ratio"] = round(result["reference_s"] / result["sfcli_s"], 2)
     if args.json:
         print(json.dumps(result, indent=2))
-        return
+    else:
+        print_table(result, args.crop)
+    if not result["top1_agree"]:
+        sys.exit("the two pipelines' top-1 labels differ")
+
+
+def print_table(result: dict, crop: int):
     table = Table(title=f"sfcli infer vs the PyTorchVideo tutorial pipeline: {result['video']}, 10x3 views "
-                        f"at {args.crop}², {ARCH}, {result['threads']} threads")
+                        f"at {crop}², {ARCH}, {result['threads']} threads")
     for column in ("pipeline", "seconds per video", "top-1", "speed-up"):
         table.add_column(column)
     table.add_row("PyTorchVideo tutorial style", f"{result['reference_s']:.2f}", result["reference_top1"], "1.00x")
     table.add_row("sfcli infer", f"{result['sfcli_s']:.2f}", result["sfcli_top1"], f"{result['ratio']:.2f}x")
     Console().print(table)
-    Console().print(f"top-5 labels agree: {result['top5_agree']}")
+    Console().print(f"top-1 agrees: {result['top1_agree']}; top-5 labels agree: {result['top5_agree']}")
 
 
 if __name__ == "__main__":

@@ -415,7 +415,7 @@ def infer(videos, checkpoint, weights, arch, labels, top_k, views, window, strid
         raise UserError("give exactly one of --checkpoint and --weights")
     if stride is not None and window is None:
         raise UserError("--stride needs --window")
-    predictor = sfinfer.load_predictor(checkpoint or weights, arch, labels, views, device)
+    predictor = engine.load_tester(checkpoint or weights, arch, labels, views, device)
     results, failed = [], 0
     for path, result, error in sfinfer.infer_many(predictor, videos, top_k, window, stride, decoder):
         if error:

@@ -263,6 +263,28 @@ def _decode_decord(path: Path, pick_indices):
     return reader.get_batch(wanted).asnumpy(), wanted, indices
 
 
+def _pyav_frames(container, stream, wanted: list[int], fps: float, seek: bool) -> dict[int, np.ndarray]:
+    """The wanted frames (sorted indices) as RGB arrays. With `seek`, decoding starts at the key
+    frame before the first wanted one and a frame's index comes from its timestamp (nothing is
+    returned if a frame has none); otherwise frames are counted in order from the start."""
+    start = stream.start_time or 0
+    if seek:
+        container.seek(start + int(wanted[0] / fps / stream.time_base), stream=stream)  # backward, to a key frame
+    wanted_set, got, index = set(wanted), {}, -1
+    for frame in container.decode(stream):
+        if not seek:
+            index += 1
+        elif frame.pts is None:
+            return {}
+        else:
+            index = round(float((frame.pts - start) * stream.time_base) * fps)
+        if index in wanted_set:
+            got[index] = frame.to_ndarray(format="rgb24")
+        if index >= wanted[-1]:
+            break
+    return got
+
+
 def _decode_pyav(path: Path, pick_indices):
     import av
 
@@ -280,12 +302,13 @@ def _decode_pyav(path: Path, pick_indices):
             container.seek(0)
         indices = pick_indices(num_frames, fps)
         wanted = sorted(set(indices))
-        got = {}
-        for i, frame in enumerate(container.decode(stream)):  # frames counted in decode order from 0
-            if i in wanted:
-                got[i] = frame.to_ndarray(format="rgb24")
-            if i >= wanted[-1]:
-                break
+        # Seeking spares decoding everything before a late window; where it cannot place the first
+        # wanted frame (no timestamps, an inexact seek), the frames are counted from the start.
+        got = _pyav_frames(container, stream, wanted, fps, seek=True) if wanted[0] > 0 else {}
+        if wanted[0] not in got:
+            if wanted[0] > 0:
+                container.seek(0)
+            got = _pyav_frames(container, stream, wanted, fps, seek=False)
     if not got:
         raise VideoError("no frame could be decoded")
     # A container that overstates its length: the last decoded frame stands in for the rest.

@@ -30,7 +30,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from sfcli import checkpoint as ckpt
-from sfcli.data import ClipConfig, VideoDataset, VideoList, collate, normalize, read_labels_file, read_video_list
+from sfcli.data import (ClipConfig, DataError, VideoDataset, VideoList, collate, normalize, read_labels_file,
+                        read_video_list)
 from sfcli.model import ModelConfig, SlowFast, count_params, fuse_bn, view_crops
 
 CONFIG_FILE, METRICS_FILE, BAD_VIDEOS_FILE = "config.json", "metrics.jsonl", "bad_videos.json"
@@ -317,29 +318,48 @@ def evaluate(model: SlowFast, videos: VideoList, clip: ClipConfig, device: torch
     return result
 
 
-def evaluate_checkpoint(checkpoint, data, views: str = "10x3", batch_size: int = 4, workers: int = 2,
-                        device: str = "auto", decoder: str = "auto", prefix=None, labels=None,
-                        skip_missing: bool = False, arch: str | None = None, reporter: Reporter | None = None) -> dict:
-    """`sfcli eval`: a checkpoint (file or run folder, any format) tested on a dataset with the
-    run's own view settings (or the preset's for foreign weights), `views` clips x crops."""
+@dataclass
+class Tester:
+    """A checkpoint ready to score videos: its inference network, class names, view settings."""
+
+    model: SlowFast
+    classes: list[str]
+    clip: ClipConfig
+    device: torch.device
+    info: dict
+
+
+def load_tester(checkpoint, arch: str | None = None, labels=None, views: str = "10x3",
+                device: str = "auto") -> Tester:
+    """Any checkpoint format (a run folder, an sfcli file, PySlowFast or PyTorchVideo weights);
+    class names from `labels`, else the checkpoint's, else Kinetics-400's for 400 outputs; the
+    run's own view settings (the preset's for foreign weights) with `views` clips x crops."""
     dev = pick_device(device)
-    init_distributed(dev)
     model, info = ckpt.load_model(checkpoint, arch)
     classes = info["classes"]
     if labels is not None:
         classes = read_labels_file(labels)
         if len(classes) != model.cfg.num_classes:
-            raise TrainingError(f"{labels} names {len(classes)} classes but the network has "
-                                f"{model.cfg.num_classes} outputs")
-    videos = read_video_list(data, prefix, classes=classes, skip_missing=skip_missing)
+            raise DataError(f"{labels} names {len(classes)} classes but the network has "
+                            f"{model.cfg.num_classes} outputs")
     num_clips, num_crops = parse_views(views)
     clip = ClipConfig(**info["clip"]) if info["clip"] else clip_config(info["config"], info["arch"])
     clip = dataclasses.replace(clip, num_clips=num_clips, num_crops=num_crops)
+    return Tester(inference_model(model.to(dev)), classes, clip, dev, info)
+
+
+def evaluate_checkpoint(checkpoint, data, views: str = "10x3", batch_size: int = 4, workers: int = 2,
+                        device: str = "auto", decoder: str = "auto", prefix=None, labels=None,
+                        skip_missing: bool = False, arch: str | None = None, reporter: Reporter | None = None) -> dict:
+    """`sfcli eval`: a checkpoint tested on a dataset with the paper's multi-view protocol."""
+    init_distributed(pick_device(device))
+    tester = load_tester(checkpoint, arch, labels, views, device)
+    videos = read_video_list(data, prefix, classes=tester.classes, skip_missing=skip_missing)
     reporter = reporter or Reporter()
     with reporter:
-        result = evaluate(inference_model(model.to(dev)), videos, clip, dev, batch_size, workers, decoder=decoder,
+        result = evaluate(tester.model, videos, tester.clip, tester.device, batch_size, workers, decoder=decoder,
                           reporter=reporter)
-    return {"checkpoint": info["path"], "arch": info["arch"], "data": str(data), **result}
+    return {"checkpoint": tester.info["path"], "arch": tester.info["arch"], "data": str(data), **result}
 
 
 def accuracy(scores: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:

@@ -7,41 +7,13 @@ every stride seconds, decoding only that window's frames.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
 import torch
 
-from sfcli import checkpoint as ckpt
-from sfcli.data import VIDEO_EXTENSIONS, ClipConfig, DataError, VideoError, probe, read_labels_file, test_views
-from sfcli.engine import clip_config, inference_model, parse_views, pick_device, view_probabilities
-
-
-@dataclasses.dataclass
-class Predictor:
-    model: torch.nn.Module
-    classes: list[str]
-    clip: ClipConfig
-    device: torch.device
-    info: dict
-
-
-def load_predictor(path, arch: str | None = None, labels=None, views: str = "10x3", device: str = "auto") -> Predictor:
-    """A network ready to score videos: any checkpoint format (a run folder, an sfcli file,
-    PySlowFast or PyTorchVideo weights), class names from `labels`, the checkpoint, or Kinetics-400
-    for 400 outputs, and the run's own view settings (the preset's for foreign weights)."""
-    dev = pick_device(device)
-    model, info = ckpt.load_model(path, arch)
-    classes = info["classes"]
-    if labels is not None:
-        classes = read_labels_file(labels)
-        if len(classes) != model.cfg.num_classes:
-            raise DataError(f"{labels} names {len(classes)} classes but the network has {model.cfg.num_classes} outputs")
-    num_clips, num_crops = parse_views(views)
-    clip = ClipConfig(**info["clip"]) if info["clip"] else clip_config(info["config"], info["arch"])
-    clip = dataclasses.replace(clip, num_clips=num_clips, num_crops=num_crops)
-    return Predictor(inference_model(model.to(dev)), classes, clip, dev, info)
+from sfcli.data import VIDEO_EXTENSIONS, VideoError, probe, test_views
+from sfcli.engine import Tester, view_probabilities
 
 
 def top_labels(probabilities: torch.Tensor, classes: list[str], k: int) -> list[dict]:
@@ -49,7 +21,7 @@ def top_labels(probabilities: torch.Tensor, classes: list[str], k: int) -> list[
     return [{"label": classes[i], "score": round(float(s), 4)} for s, i in zip(scores, indices)]
 
 
-def infer_video(predictor: Predictor, path, top_k: int = 5, window: float | None = None,
+def infer_video(predictor: Tester, path, top_k: int = 5, window: float | None = None,
                 stride: float | None = None, decoder: str = "auto") -> dict:
     """{video, seconds, fps, predictions: [{label, score}], windows: [{start, end, predictions}]}.
     Raises VideoError for a video that cannot be read."""
@@ -67,7 +39,8 @@ def infer_video(predictor: Predictor, path, top_k: int = 5, window: float | None
         return result
     step = stride or window
     total = torch.zeros(len(p.classes))
-    for i in range(1 + math.ceil(max(seconds - window, 0) / step)):
+    # Rounded so that a float step such as 0.1 does not add a spurious sliver of a last window.
+    for i in range(1 + math.ceil(round(max(seconds - window, 0) / step, 6))):
         start = i * step
         end = min(start + window, seconds)
         probabilities = predict((start, end))
@@ -91,7 +64,7 @@ def video_paths(inputs) -> list[Path]:
     return out
 
 
-def infer_many(predictor: Predictor, inputs, top_k: int = 5, window=None, stride=None, decoder: str = "auto"):
+def infer_many(predictor: Tester, inputs, top_k: int = 5, window=None, stride=None, decoder: str = "auto"):
     """Yield (path, result, None) or (path, None, reason) for every video: one that cannot be
     read does not stop the others."""
     for path in video_paths(inputs):

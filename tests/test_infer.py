@@ -7,24 +7,28 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import one_line_error, sfcli, write_video
+from conftest import frame_number, one_line_error, sfcli, write_video
 from sfcli import checkpoint as ck
-from sfcli.data import ClipConfig
+from sfcli import data
+from sfcli.data import ClipConfig, read_video_list
+from sfcli.engine import load_tester
+from sfcli.infer import infer_video
 from sfcli.model import create_model
-from sfcli.synth import write_dataset
 
 CLASSES = ["a", "b", "c", "d"]
 
 
+def tiny_checkpoint(path, classes, seed=0):
+    """A random-weights slowfast_tiny sfcli checkpoint tested on small views (fast on the CPU)."""
+    torch.manual_seed(seed)
+    model = create_model("slowfast_tiny", num_classes=len(classes))
+    clip = ClipConfig.for_model(model.cfg, crop=32)
+    return ck.save_checkpoint(path, ck.make_payload(model, classes, "slowfast_tiny", clip=dataclasses.asdict(clip)))
+
+
 @pytest.fixture(scope="module")
 def four_class(tmp_path_factory):
-    """A random-weights 4-class slowfast_tiny checkpoint tested on 32px views."""
-    torch.manual_seed(0)
-    model = create_model("slowfast_tiny", num_classes=4)
-    clip = ClipConfig.for_model(model.cfg, crop=32, test_crop=32)
-    path = tmp_path_factory.mktemp("ck") / "four.pt"
-    ck.save_checkpoint(path, ck.make_payload(model, CLASSES, "slowfast_tiny", clip=dataclasses.asdict(clip)))
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("ck") / "four.pt", CLASSES)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +37,7 @@ def videos(tmp_path_factory):
     good = [write_video(root / "folder" / f"good{i}.mp4", num_frames=40, size=(48, 64)) for i in range(2)]
     (root / "folder" / "bad.mp4").write_text("this is text, not a video\n")
     (root / "empty.mp4").write_bytes(b"")
+    (root / "text.mp4").write_text("this is text, not a video\n")
     long = write_video(root / "long.mp4", num_frames=150, size=(48, 64))  # 5 s at 30 fps
     return root, good, long
 
@@ -42,45 +47,74 @@ def infer_json(*args):
     return result, (json.loads(result.stdout) if result.stdout.strip() else [])
 
 
-def test_infer_prints_top_k_never_more_than_the_classes(four_class, videos):
+def test_top_k_never_exceeds_the_classes_in_json_and_table(four_class, videos):
     _, good, _ = videos
     result, out = infer_json(str(good[0]), "--checkpoint", str(four_class), "--top-k", "10", "--views", "2x3")
     assert result.returncode == 0, result.stderr
     (video,) = out
-    assert set(video) == {"video", "seconds", "fps", "predictions", "windows"}
-    assert [p["label"] for p in video["predictions"]] != [] and len(video["predictions"]) == 4
-    assert sorted(p["label"] for p in video["predictions"]) == CLASSES
-    assert sum(p["score"] for p in video["predictions"]) == pytest.approx(1, abs=1e-3)
+    assert set(video) == {"video", "seconds", "fps", "predictions", "windows"} and video["windows"] == []
+    assert video["video"] == str(good[0])
     assert video["fps"] == pytest.approx(30) and video["seconds"] == pytest.approx(40 / 30, abs=0.01)
+    assert [set(p) for p in video["predictions"]] == [{"label", "score"}] * 4
+    assert sorted(p["label"] for p in video["predictions"]) == CLASSES
+    scores = [p["score"] for p in video["predictions"]]
+    assert scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1, abs=1e-3)
     table = sfcli("infer", str(good[0]), "--checkpoint", str(four_class), "--top-k", "10", "--views", "1x1")
     assert table.returncode == 0 and sum(f"│ {c} " in table.stdout for c in CLASSES) == 4
 
 
 def test_a_folder_with_one_bad_video_gives_two_results_one_error_line_and_exit_1(four_class, videos):
-    root, good, _ = videos
+    root, _, _ = videos
     result, out = infer_json(str(root / "folder"), "--checkpoint", str(four_class), "--views", "1x1")
     assert result.returncode == 1
     assert sorted(Path(r["video"]).name for r in out) == ["good0.mp4", "good1.mp4"]
     errors = result.stderr.strip().splitlines()
-    assert len(errors) == 1 and "bad.mp4" in errors[0] and "Traceback" not in result.stderr
+    assert len(errors) == 1 and "bad.mp4" in errors[0] and "cannot be decoded" in errors[0]
+    assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("name, reason", [("empty.mp4", "empty file"), ("missing.mp4", "no such file")])
-def test_empty_and_missing_videos_are_named_with_the_reason(four_class, videos, name, reason):
+def test_each_unreadable_video_is_named_with_its_reason_and_the_rest_are_scored(four_class, videos):
     root, good, _ = videos
-    result, out = infer_json(str(root / name), str(good[0]), "--checkpoint", str(four_class), "--views", "1x1")
-    assert result.returncode == 1 and len(out) == 1
-    assert name in result.stderr and reason in result.stderr and "Traceback" not in result.stderr
+    bad = {"empty.mp4": "empty file", "text.mp4": "cannot be decoded", "missing.mp4": "no such file"}
+    result, out = infer_json(*(str(root / name) for name in bad), str(good[0]), "--checkpoint", str(four_class),
+                             "--views", "1x1")
+    assert result.returncode == 1 and [r["video"] for r in out] == [str(good[0])]
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 3 and "Traceback" not in result.stderr
+    for line, (name, reason) in zip(errors, bad.items()):
+        assert name in line and reason in line
 
 
 def test_windows_cover_the_video(four_class, videos):
     _, _, long = videos
     result, out = infer_json(str(long), "--checkpoint", str(four_class), "--views", "1x1", "--window", "2",
-                             "--stride", "1.5")
+                             "--stride", "1.5", "--top-k", "2")
     assert result.returncode == 0, result.stderr
-    windows = out[0]["windows"]
-    assert [(w["start"], w["end"]) for w in windows] == [(0, 2), (1.5, 3.5), (3, 5)]
-    assert all(len(w["predictions"]) == 4 for w in windows)
+    (video,) = out
+    assert video["seconds"] == pytest.approx(5)
+    assert [(w["start"], w["end"]) for w in video["windows"]] == [(0, 2), (1.5, 3.5), (3, 5)]
+    assert all(set(w) == {"start", "end", "predictions"} and len(w["predictions"]) == 2 for w in video["windows"])
+    assert len(video["predictions"]) == 2
+    table = sfcli("infer", str(long), "--checkpoint", str(four_class), "--views", "1x1", "--window", "2")
+    assert table.returncode == 0 and all(f"{s} s" in table.stdout for s in ("0.0-2.0", "2.0-4.0", "4.0-5.0"))
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_a_window_decodes_only_its_own_frames(videos, decoder):
+    """Clips placed uniformly inside the window's frames (PyAV seeks to the key frame before them)."""
+    _, _, long = videos
+    clip = ClipConfig(frames=8, stride=2, test_short=48, test_crop=48, num_clips=2, num_crops=1)
+    views = data.test_views(long, clip, decoder, seconds=(3, 5))[0]  # frames 90 to 149
+    frames = [[frame_number(views[v, :, t]) for t in range(clip.frames)] for v in range(2)]
+    assert frames[0][0] == 90 and frames[1][-1] == 149
+    assert all(90 <= f < 150 for clip_frames in frames for f in clip_frames)
+
+
+def test_pyav_and_decord_give_the_same_windows(four_class, videos):
+    _, _, long = videos
+    predictor = load_tester(four_class, views="1x3", device="cpu")
+    a, b = (infer_video(predictor, long, window=1.5, decoder=d) for d in ("decord", "pyav"))
+    assert a == b and len(a["windows"]) == 4
 
 
 def test_labels_file_renames_the_classes_and_must_match_their_number(four_class, videos, tmp_path):
@@ -102,19 +136,25 @@ def test_a_checkpoint_that_carries_code_is_refused(videos, tmp_path):
     assert "evil.pt" in line and "carries code" in line
 
 
-def test_convert_then_infer_with_foreign_weights_and_arch(videos, tmp_path):
+def test_convert_round_trip_and_foreign_weights_with_arch(videos, tmp_path):
     _, good, _ = videos
     torch.manual_seed(1)
     model = create_model("slowfast_tiny", num_classes=4)
     foreign = tmp_path / "pyslowfast.pyth"
     torch.save({"model_state": ck.sfcli_to_pyslowfast(model.state_dict()), "epoch": 3}, foreign)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(CLASSES))
     converted = tmp_path / "converted.pt"
-    result = sfcli("convert", str(foreign), str(converted), "--arch", "slowfast_tiny", "--json")
+    result = sfcli("convert", str(foreign), str(converted), "--arch", "slowfast_tiny", "--labels", str(labels),
+                   "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["format"] == "pyslowfast"
     loaded = ck.load_checkpoint(converted)
+    assert loaded["classes"] == CLASSES and loaded["arch"] == "slowfast_tiny"
+    assert loaded["model"].keys() == model.state_dict().keys()
     assert all(torch.equal(loaded["model"][k], v) for k, v in model.state_dict().items())
-    a = infer_json(str(good[0]), "--weights", str(foreign), "--arch", "slowfast_tiny", "--views", "1x1")[1]
+    a = infer_json(str(good[0]), "--weights", str(foreign), "--arch", "slowfast_tiny", "--labels", str(labels),
+                   "--views", "1x1")[1]
     b = infer_json(str(good[0]), "--checkpoint", str(converted), "--views", "1x1")[1]
     assert a[0]["predictions"] == b[0]["predictions"]
 
@@ -124,9 +164,26 @@ def test_exactly_one_source_of_weights(videos):
     assert "exactly one" in one_line_error(sfcli("infer", str(good[0])))
 
 
+def test_infer_on_a_run_folder_agrees_with_eval(synth, tmp_path):
+    """The same views and scores as `sfcli eval`: infer's top-1 over the validation folder is
+    eval's top-1."""
+    classes = read_video_list(synth / "val.csv").classes
+    run = tmp_path / "run"
+    tiny_checkpoint(run / "checkpoint.pt", classes, seed=2)
+    result, out = infer_json(str(synth / "val"), "--checkpoint", str(run), "--views", "2x3", "--top-k", "1")
+    assert result.returncode == 0, result.stderr
+    right = [Path(r["video"]).parent.name == r["predictions"][0]["label"] for r in out]
+    evaluated = sfcli("eval", "--checkpoint", str(run), "--data", str(synth / "val.csv"), "--views", "2x3",
+                      "--workers", "0", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert len(right) == 8 and 100 * sum(right) / len(right) == json.loads(evaluated.stdout)["top1"]
+
+
 def test_infer_names_the_right_class_of_held_out_videos_after_training(tmp_path):
-    """Train on synth data (a shape class and a motion class), then infer on its held-out videos:
-    right for most, and the same accuracy as `sfcli eval` with the same views."""
+    """`sfcli train` on synth data (a shape class and a motion class), then `sfcli infer` on its
+    held-out videos: right for most of them (measured: 9 of 10)."""
+    from sfcli.synth import write_dataset
+
     data = tmp_path / "data"
     write_dataset(data, classes=["ring", "falling"], train_per_class=40, val_per_class=5, size=(80, 80), frames=32)
     run = tmp_path / "run"
@@ -137,5 +194,4 @@ def test_infer_names_the_right_class_of_held_out_videos_after_training(tmp_path)
     result, out = infer_json(str(data / "val"), "--checkpoint", str(run), "--views", "2x3")
     assert result.returncode == 0, result.stderr
     right = [Path(r["video"]).parent.name == r["predictions"][0]["label"] for r in out]
-    assert len(right) == 10 and sum(right) >= 8  # measured: 9 of 10
-    assert 100 * sum(right) / len(right) == json.loads(trained.stdout)["test"]["top1"]
+    assert len(right) == 10 and sum(right) >= 8
