@@ -614,7 +614,8 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
     summary = {"run": str(run), "arch": arch, "epochs": state.epoch, "params": count_params(model),
                "history": state.history, "rank_checksums": gather(weights_checksum(model)), "bad_videos": [{"path": p, "reason": r} for p, r in state.bad_videos.items()]}
     if val_videos is not None:
-        summary["test"] = _final_test(run, model, val_videos, clip, device, train_cfg, reporter)
+        with reporter:
+            summary["test"] = _final_test(run, model, val_videos, clip, device, train_cfg, reporter)
     return summary
 
 
