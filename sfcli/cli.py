@@ -145,10 +145,13 @@ def info(arch, crop, as_json, **overrides):
     print_table(arch, rows, ("", "value"))
 
 
-def data_options(fn):
+DATA_HELP = "Kinetics CSV, PySlowFast list, class-folder tree, or a folder holding train.csv."
+
+
+def data_options(fn, required: bool = True, data_help: str = DATA_HELP):
+    """--data and how its videos are listed and decoded; `sfcli ablate` makes --data optional."""
     for option in reversed([
-        click.option("--data", required=True, type=click.Path(),
-                     help="Kinetics CSV, PySlowFast list, class-folder tree, or a folder holding train.csv."),
+        click.option("--data", required=required, type=click.Path(), help=data_help),
         click.option("--prefix", type=click.Path(file_okay=False), help="Folder the list's relative paths resolve against."),
         click.option("--labels", type=click.Path(dir_okay=False), help="File of class names, one per line, in order."),
         click.option("--skip-missing", is_flag=True, help="Drop listed videos that are missing instead of stopping."),
@@ -249,21 +252,18 @@ def train(data, val_data, prefix, labels, skip_missing, arch, crop, views, out, 
     print_bad_videos(summary["bad_videos"], "videos quarantined in training")
 
 
+def optional_data_options(fn):
+    return data_options(fn, required=False, data_help=f"{DATA_HELP} [default: the built-in synthetic dataset]")
+
+
 @cli.command("ablate")
 @click.argument("study", type=click.Choice(ablate.STUDIES))
-@click.option("--data", type=click.Path(), help="Training data [default: the built-in synthetic dataset].")
+@optional_data_options
 @click.option("--val-data", type=click.Path(), help="Test data (default: val.csv beside train.csv).")
-@click.option("--prefix", type=click.Path(file_okay=False), help="Folder the lists' relative paths resolve against.")
-@click.option("--labels", type=click.Path(dir_okay=False), help="File of class names, one per line, in order.")
-@click.option("--skip-missing", is_flag=True, help="Drop listed videos that are missing instead of stopping.")
 @model_options
 @training_options
 @click.option("--betas", help=f"β values of the beta study [default: {','.join(ablate.PAPER_BETAS)}].")
-@click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="Loader processes.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: runs/ablate-STUDY].")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def ablate_command(study, data, val_data, prefix, labels, skip_missing, arch, crop, views, betas, out, as_json,
                    **options):
     """Reproduce a study of the paper's Table 5: train and test each variant, one table."""
