@@ -193,7 +193,7 @@ def training_options(fn):
         click.option("--weight-decay", type=click.FloatRange(0), default=engine.TrainConfig.weight_decay,
                      show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--amp", is_flag=True, help="Mixed precision (CUDA only)."),
+        click.option("--amp", is_flag=True, help="Mixed precision: bf16 (fp16 on older GPUs) on CUDA and on CPUs with native bf16."),
         click.option("--checkpoint-every", type=click.IntRange(0), default=0, show_default=True,
                      help="Also write a checkpoint every N steps (0: at the end of each epoch only)."),
         click.option("--views", help="Test views of the final test, CLIPSxCROPS [default: 10x3]."),
@@ -462,6 +462,7 @@ def convert(src, dst, arch, labels, as_json):
 
 
 def main():
+    engine.keep_freed_memory()
     cli(prog_name="sfcli")
 
 

@@ -67,6 +67,45 @@ def test_optimizer_is_nesterov_sgd_without_decay_on_batch_norm_and_biases():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def test_fused_optimizer_steps_like_torchs_default_sgd():
+    """The fused SGD that sfcli trains with takes the steps of torch's default implementation of
+    the same recipe (the one PySlowFast uses): same weights after three steps."""
+    torch.manual_seed(0)
+    model = create_model("slowfast_tiny", num_classes=3)
+    twin = create_model("slowfast_tiny", num_classes=3)
+    twin.load_state_dict(model.state_dict())
+    recipe = engine.TrainConfig(lr=0.1, weight_decay=1e-2)
+    ours = engine.make_optimizer(model, recipe)
+    assert ours.defaults["fused"]
+    plain = torch.optim.SGD([{"params": g["params"], "weight_decay": g["weight_decay"]}
+                             for g in engine.make_optimizer(twin, recipe).param_groups],
+                            lr=0.1, momentum=0.9, nesterov=True, foreach=False)
+    for _ in range(3):
+        for net in (model, twin):
+            for p in net.parameters():  # laid out like the parameter, as autograd lays out gradients
+                p.grad = torch.empty_like(p).copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+        ours.step()
+        plain.step()
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.equal(model.fc.weight, create_model("slowfast_tiny", num_classes=3).fc.weight)
+
+
+def test_cpu_mixed_precision_only_where_the_cpu_has_native_bf16():
+    with engine.autocast(torch.device("cpu"), amp=True):
+        assert torch.is_autocast_enabled("cpu") == engine.cpu_has_bf16()
+    with engine.autocast(torch.device("cpu"), amp=False):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
+def test_freed_memory_is_kept_by_the_process():
+    # A fresh interpreter, so that this test process keeps its default allocator.
+    code = "from sfcli import engine; print(engine.keep_freed_memory())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"
+
+
 def test_batches_split_into_disjoint_shares_per_process():
     order = engine.epoch_order(22, seed=3, epoch=1)
     assert sorted(order) == list(range(22)) and order != engine.epoch_order(22, seed=3, epoch=2)

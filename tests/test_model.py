@@ -11,7 +11,7 @@ from torch import nn
 
 from sfcli.model import (
     FAST_INPUTS, LATERALS, PRESETS, Bottleneck, ConfigError, SlowFast, build_config, count_gflops, create_model,
-    describe,
+    describe, fuse_bn,
 )
 
 TINY = dict(num_classes=5)
@@ -188,3 +188,94 @@ def test_cli_help_lists_every_command():
     from sfcli.cli import cli
     for name in cli.commands:
         assert name in result.stdout
+
+
+def test_fuse_bn_computes_the_same_function():
+    torch.manual_seed(0)
+    model = create_model("slowfast_tiny", **TINY, nonlocal_res4=(0,)).eval()
+    with torch.no_grad():  # random BN statistics and affines, so that folding them changes the weights
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm3d):
+                m.weight.uniform_(0.2, 1.0)
+                m.bias.normal_(0, 0.1)
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    fused = fuse_bn(model)
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in fused.modules())
+    assert any(isinstance(m, nn.BatchNorm3d) for m in model.modules())  # the original is untouched
+    clip = torch.randn(CLIP)
+    with torch.no_grad():
+        expected, got = model(clip), fused(clip)
+    assert ((got - expected).norm() / expected.norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize("overrides", [{}, {"fast_input": "gray"}, {"lateral": "ttoc-concat"}], ids=str)
+def test_any_memory_format_in_same_logits_out(overrides):
+    """The network runs NDHWC whatever the formats of its weights and clip; each pair gives the
+    same logits."""
+    torch.manual_seed(0)
+    model = create_model("slowfast_tiny", **TINY, **overrides).eval()
+    clip = torch.randn(CLIP)
+    logits = []
+    with torch.no_grad():
+        for fmt in (torch.contiguous_format, torch.channels_last_3d):
+            for clip_fmt in (torch.contiguous_format, torch.channels_last_3d):
+                logits.append(model.to(memory_format=fmt)(clip.contiguous(memory_format=clip_fmt)))
+    for other in logits[1:]:
+        torch.testing.assert_close(other, logits[0], rtol=1e-5, atol=1e-5)
+
+
+def test_ndhwc_training_step_gives_the_gradients_of_the_default_layout():
+    """NDHWC weights and activations leave the gradients what the same network computes in the
+    default memory format (in float64, so that only a mistake, not float32 rounding in another
+    summation order, can tell them apart)."""
+    torch.manual_seed(0)
+    ndhwc = create_model("slowfast_tiny", **TINY, dropout=0.0).double()
+    plain = create_model("slowfast_tiny", **TINY, dropout=0.0).double().to(memory_format=torch.contiguous_format)
+    plain.load_state_dict(ndhwc.state_dict())
+    plain.features = lambda x: plain_features(plain, x)
+    clip, labels = torch.randn(CLIP, dtype=torch.float64), torch.tensor([0, 3])
+    grads = []
+    for model in (ndhwc, plain):
+        nn.functional.cross_entropy(model(clip), labels).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    assert ndhwc.slow.stem[0][0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grad, grads[1][name], rtol=1e-9, atol=1e-12, msg=name)
+
+
+def plain_features(model, clip):
+    """SlowFast.features without the conversion to NDHWC."""
+    slow, fast = model.slow.stem(clip.index_select(2, model.slow_index)), model.fast.stem(clip)
+    for i in range(4):
+        slow = model.slow.stages[i](model.laterals[i](slow, fast))
+        fast = model.fast.stages[i](fast)
+    assert slow.is_contiguous() and fast.is_contiguous()
+    return torch.cat([slow.mean(dim=(2, 3, 4)), fast.mean(dim=(2, 3, 4))], dim=1)
+
+
+def test_wide_pathways_run_ndhwc_narrow_ones_ncdhw():
+    """NDHWC where a pathway's stem has 8 channels or more (the R50 Fast pathway), NCDHW for
+    slowfast_tiny's 2-channel Fast pathway; the weights are stored in the pathway's format."""
+    with torch.device("meta"):
+        r50, tiny = create_model("slowfast_8x8_r50"), create_model("slowfast_tiny")
+    ndhwc, ncdhw = torch.channels_last_3d, torch.contiguous_format
+    assert (r50.slow.memory_format, r50.fast.memory_format) == (ndhwc, ndhwc)
+    assert (tiny.slow.memory_format, tiny.fast.memory_format) == (ndhwc, ncdhw)
+    assert r50.fast.stages[0][0].branch2[0][0].weight.is_contiguous(memory_format=ndhwc)
+    assert tiny.laterals[0].conv[0].weight.is_contiguous()
+
+
+def test_stems_run_in_float32_under_cpu_autocast():
+    """Under CPU bf16 autocast the stems' convs run in float32 (oneDNN's bf16 weight gradient is
+    slow for three input channels) and the rest of the network in bf16."""
+    model = create_model("slowfast_tiny", **TINY)
+    dtypes = {}
+    for name in ("slow.stem.0.0", "fast.stem.0.0", "slow.stages.0.0.branch2.0.0"):
+        model.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: dtypes.update({name: o.dtype}))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(CLIP))
+    logits.float().sum().backward()
+    assert dtypes == {"slow.stem.0.0": torch.float32, "fast.stem.0.0": torch.float32,
+                      "slow.stages.0.0.branch2.0.0": torch.bfloat16}
+    assert model.fast.stem[0][0].weight.grad is not None
