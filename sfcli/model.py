@@ -228,8 +228,11 @@ class Bottleneck(nn.Module):
 
     def forward(self, x):
         shortcut = x if self.branch1 is None else self.branch1(x)
-        # In place: no new tensor the size of the block's output (branch2's last BN, or its conv
-        # once BN is folded, does not need its output for the backward pass).
+        last = self.branch2[-1]
+        if isinstance(last, FusedConv3d):  # an inference copy (fuse_bn): the conv adds and applies the ReLU
+            return last(self.branch2[:-1](x), residual=shortcut)
+        # In place: no new tensor the size of the block's output (branch2's last BN does not need
+        # its output for the backward pass).
         return self.relu(self.branch2(x).add_(shortcut))
 
 
@@ -409,17 +412,45 @@ def create_model(arch: str, **overrides) -> SlowFast:
     return SlowFast(build_config(arch, **overrides))
 
 
+class FusedConv3d(nn.Conv3d):
+    """An inference conv with its BN folded in (as a bias) and the ReLU after it, or for the last
+    conv of a residual block the shortcut's addition and the ReLU. On the CPU in float32 without
+    autograd, oneDNN runs them as post-ops of the convolution: one pass over the output instead
+    of three (6% of an R50 forward pass at 256², measured); elsewhere, the same ops one by one."""
+
+    def __init__(self, conv: nn.Conv3d, relu: bool):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                         conv.dilation, conv.groups, bias=True, device="meta")
+        self.weight, self.bias, self.relu = conv.weight, conv.bias, relu
+
+    def forward(self, x, residual=None):
+        relu = self.relu or residual is not None  # a block's ReLU follows its addition
+        if ONEDNN_POST_OPS and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled() \
+                and not torch.is_autocast_enabled("cpu"):
+            conv = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
+            if residual is None:
+                return torch.ops.mkldnn._convolution_pointwise(x, *conv, "relu" if relu else "none", [], "")
+            return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *conv, "add", 1.0, "relu", [], "")
+        y = self._conv_forward(x, self.weight, self.bias)
+        if residual is not None:
+            y = y.add_(residual)
+        return F.relu_(y) if relu else y
+
+
+ONEDNN_POST_OPS = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
 def fuse_bn(model: SlowFast) -> SlowFast:
-    """An inference copy of `model`: eval mode, every BN folded into the conv before it (which
-    gains a bias), the BN replaced by an identity. It computes the same function as `model` in
-    eval mode with one pass over memory less per conv. Its state dict has no BN keys: save and
-    load the original, not this."""
+    """An inference copy of `model` in eval mode: every conv + BN (+ ReLU) becomes one
+    FusedConv3d, and each residual block's last conv also adds the shortcut. It computes the same
+    function as `model` in eval mode. Its state dict has other keys: save and load the original."""
     fused = copy.deepcopy(model).eval()
-    for seq in fused.modules():
-        if isinstance(seq, nn.Sequential) and len(seq) > 1 and isinstance(seq[0], nn.Conv3d) \
-                and isinstance(seq[1], nn.BatchNorm3d):
-            seq[0] = fuse_conv_bn_eval(seq[0], seq[1])
-            seq[1] = nn.Identity()
+    for parent in list(fused.modules()):
+        for name, seq in parent.named_children():
+            if isinstance(seq, nn.Sequential) and len(seq) > 1 and isinstance(seq[0], nn.Conv3d) \
+                    and isinstance(seq[1], nn.BatchNorm3d):
+                relu = len(seq) > 2 and isinstance(seq[2], nn.ReLU)
+                setattr(parent, name, FusedConv3d(fuse_conv_bn_eval(seq[0], seq[1]), relu))
     return fused
 
 

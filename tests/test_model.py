@@ -204,9 +204,11 @@ def test_fuse_bn_computes_the_same_function():
     assert not any(isinstance(m, nn.BatchNorm3d) for m in fused.modules())
     assert any(isinstance(m, nn.BatchNorm3d) for m in model.modules())  # the original is untouched
     clip = torch.randn(CLIP)
-    with torch.no_grad():
+    with torch.no_grad():  # on the CPU: oneDNN's fused post-ops
         expected, got = model(clip), fused(clip)
     assert ((got - expected).norm() / expected.norm()).item() < 1e-5
+    unfused = fused(clip)  # with autograd on: the same ops one by one
+    assert ((unfused - expected).norm() / expected.norm()).item() < 1e-5
 
 
 @pytest.mark.parametrize("overrides", [{}, {"fast_input": "gray"}, {"lateral": "ttoc-concat"}], ids=str)
