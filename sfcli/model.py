@@ -200,14 +200,6 @@ class Stem(nn.Sequential):
             nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
         )
 
-    def forward(self, x):
-        if torch.is_autocast_enabled("cpu"):
-            # float32 under CPU autocast: oneDNN's bf16 weight gradient of a conv with 1 to 3 input
-            # channels is slower than its float32 one (measured for the Fast stem).
-            with torch.autocast("cpu", enabled=False):
-                return super().forward(x.float())
-        return super().forward(x)
-
 
 class Bottleneck(nn.Module):
     """[t x 1 x 1, 1 x 3 x 3, 1 x 1 x 1] with the temporal kernel only in the first conv and the
