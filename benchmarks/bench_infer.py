@@ -195,7 +195,8 @@ def print_table(result: dict, crop: int):
         table.add_column(column)
     for name, label in PIPELINES.items():
         seconds = result["seconds"][name]
-        table.add_row(label, f"{seconds:.2f}", result["top5"][name][0], f"{result['seconds']['reference'] / seconds:.2f}x")
+        speedup = result["seconds"]["reference"] / seconds
+        table.add_row(label, f"{seconds:.2f}", result["top5"][name][0], f"{speedup:.2f}x")
     Console().print(table)
     Console().print(f"top-1 agrees: {result['top1_agree']}; top-5 labels agree: {result['top5_agree']}")
 

@@ -141,7 +141,8 @@ def check_logits(ours: Runner, reference: Runner, clip, train: bool) -> tuple[fl
     (batch statistics; dropout off so that both compute the same function) for training, on
     copies, so that running statistics are left as they were."""
     outputs = []
-    for runner, autocast in ((ours, ours.autocast), (reference, reference.autocast), (reference, contextlib.nullcontext)):
+    float32 = contextlib.nullcontext
+    for runner, autocast in ((ours, ours.autocast), (reference, reference.autocast), (reference, float32)):
         model = copy.deepcopy(runner.model).train(train)
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout):

@@ -266,8 +266,8 @@ def inference_model(model: SlowFast) -> SlowFast:
 
 def view_chunk(device: torch.device, views: int) -> int:
     """Views per forward pass, split into equal passes so that the network meets one batch shape
-    (oneDNN and cuDNN set up kernels per shape): at most 6 on the CPU (4 to 6 ran fastest at 256²,
-    8 slower, measured), up to 32 on a GPU."""
+    (oneDNN and cuDNN set up kernels per shape): at most 6 on the CPU (passes of 2 to 6 views ran
+    within 4% of each other at 256², 8 slower; measured), up to 32 on a GPU."""
     passes = math.ceil(views / (32 if device.type == "cuda" else 6))
     return math.ceil(views / passes)
 

@@ -380,7 +380,8 @@ class SlowFast(nn.Module):
         # pathway's format runs the whole pathway in it.
         slow = fast = None
         if self.slow is not None:
-            slow = self.slow.stem(clip.index_select(2, self.slow_index).contiguous(memory_format=self.slow.memory_format))
+            slow = clip.index_select(2, self.slow_index)
+            slow = self.slow.stem(slow.contiguous(memory_format=self.slow.memory_format))
         if self.fast is not None:
             fast = self.fast.stem(self.fast_input(clip).contiguous(memory_format=self.fast.memory_format))
         for i in range(4):
@@ -402,6 +403,10 @@ class SlowFast(nn.Module):
 def create_model(arch: str, **overrides) -> SlowFast:
     """Build a network from a preset name and field overrides, timm style."""
     return SlowFast(build_config(arch, **overrides))
+
+
+# oneDNN's fused conv + pointwise ops (what torch.compile's CPU backend calls), where this torch has them.
+ONEDNN_POST_OPS = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
 class FusedConv3d(nn.Conv3d):
@@ -427,9 +432,6 @@ class FusedConv3d(nn.Conv3d):
         if residual is not None:
             y = y.add_(residual)
         return F.relu_(y) if relu else y
-
-
-ONEDNN_POST_OPS = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
 def fuse_bn(model: SlowFast) -> SlowFast:

@@ -83,7 +83,8 @@ def test_fused_optimizer_steps_like_torchs_default_sgd():
     for _ in range(3):
         for net in (model, twin):
             for p in net.parameters():  # laid out like the parameter, as autograd lays out gradients
-                p.grad = torch.empty_like(p).copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+                grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()))
+                p.grad = torch.empty_like(p).copy_(grad)
         ours.step()
         plain.step()
     for (name, a), b in zip(model.named_parameters(), twin.parameters()):
