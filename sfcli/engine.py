@@ -258,12 +258,6 @@ class Reporter:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def inference_model(model: SlowFast) -> SlowFast:
-    """The fastest network that computes the same function for testing: batch norm folded into
-    the convs (each pathway keeps its memory format)."""
-    return fuse_bn(model)
-
-
 def view_chunk(device: torch.device, views: int) -> int:
     """Views per forward pass, split into equal passes so that the network meets one batch shape
     (oneDNN and cuDNN set up kernels per shape): at most 6 on the CPU (passes of 2 to 6 views ran
@@ -375,7 +369,8 @@ def load_tester(checkpoint, arch: str | None = None, labels=None, views: str = "
     num_clips, num_crops = parse_views(views)
     clip = ClipConfig(**info["clip"]) if info["clip"] else clip_config(info["config"], info["arch"])
     clip = dataclasses.replace(clip, num_clips=num_clips, num_crops=num_crops)
-    return Tester(inference_model(model.to(dev)), classes, clip, dev, info)
+    # The inference copy: BN folded into the convs, conv + ReLU (+ residual add) in one call.
+    return Tester(fuse_bn(model.to(dev)), classes, clip, dev, info)
 
 
 def evaluate_checkpoint(checkpoint, data, views: str = "10x3", batch_size: int = 4, workers: int = 2,
