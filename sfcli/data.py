@@ -384,7 +384,7 @@ def three_crops(frames: torch.Tensor, crop: int, num_crops: int = 3) -> list[tor
 
 def normalize(clips: torch.Tensor) -> torch.Tensor:
     """uint8 clips (..., C, T, H, W) to the network's float input: /255, mean 0.45, std 0.225."""
-    return (clips.float() / 255 - MEAN) / STD
+    return (clips / 255).sub_(MEAN).div_(STD)  # one new tensor, not three
 
 
 # ----------------------------------------------------------------------------- clips of one video

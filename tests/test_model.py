@@ -204,9 +204,12 @@ def test_fuse_bn_computes_the_same_function():
     assert not any(isinstance(m, nn.BatchNorm3d) for m in fused.modules())
     assert any(isinstance(m, nn.BatchNorm3d) for m in model.modules())  # the original is untouched
     clip = torch.randn(CLIP)
-    with torch.no_grad():  # on the CPU: oneDNN's fused post-ops
+    original = clip.clone()
+    with torch.no_grad():  # on the CPU: oneDNN's fused post-ops, residual sums written in place
         expected, got = model(clip), fused(clip)
+        again = fused(clip)
     assert ((got - expected).norm() / expected.norm()).item() < 1e-5
+    assert torch.equal(clip, original) and torch.equal(again, got)  # in-place sums stay inside the network
     unfused = fused(clip)  # with autograd on: the same ops one by one
     assert ((unfused - expected).norm() / expected.norm()).item() < 1e-5
 
