@@ -18,7 +18,6 @@ from pathlib import Path
 from sfcli import engine
 from sfcli.data import VideoList
 from sfcli.model import build_config, count_gflops, parse_fraction
-from sfcli.synth import write_dataset
 
 STUDIES = ("pathways", "beta", "lateral", "fast-input")
 PAPER_BETAS = ("1/4", "1/6", "1/8", "1/12", "1/16", "1/32")
@@ -114,6 +113,8 @@ def builtin_dataset(progress=None) -> Path:
     root = cache_folder() / f"synth-v{BUILTIN_VERSION}"
     if (root / "val.csv").is_file():
         return root
+    from sfcli.synth import write_dataset  # imports PyAV, which other commands need not wait for
+
     partial = root.with_name(f".{root.name}.{os.getpid()}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     write_dataset(partial, progress=progress, **BUILTIN_SYNTH)

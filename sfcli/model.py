@@ -430,6 +430,18 @@ class FusedConv3d(nn.Conv3d):
         self.relu = relu
         self.temporal_only = self.kernel_size[1:] == (1, 1) and self.stride[1:] == (1, 1)
         self.frame_wise = self.kernel_size[0] == 1 and self.stride[0] == 1
+        # A narrow conv (the Fast stem's 8 channels half fill an AVX-512 register) computes two
+        # neighbouring output columns as 2C channels: its kernel twice, one stride apart, in a
+        # conv of twice the stride. Its NDHWC output is the original's memory, value for value.
+        self.register_buffer("paired", None, persistent=False)
+        if self.out_channels <= 8 and self.groups == 1 and self.dilation == (1, 1, 1) and self.kernel_size[2] > 1:
+            kt, kh, kw = self.kernel_size
+            step = self.stride[2]
+            paired = self.weight.new_zeros(2 * self.out_channels, self.in_channels, kt, kh, kw + step)
+            paired[: self.out_channels, ..., :kw] = self.weight.detach()
+            paired[self.out_channels :, ..., step:] = self.weight.detach()
+            self.register_buffer("paired", paired.contiguous(memory_format=torch.channels_last_3d), persistent=False)
+            self.register_buffer("paired_bias", self.bias.detach().repeat(2), persistent=False)
 
     def forward(self, x, residual=None):
         """With `residual`, the oneDNN path writes the result over `residual` and returns it."""
@@ -441,6 +453,13 @@ class FusedConv3d(nn.Conv3d):
                 y = y.add_(residual)
             return F.relu_(y) if relu else y
         weight, conv, shape = self.weight, (self.padding, self.stride, self.dilation), x.shape
+        if self.paired is not None and residual is None and x.is_contiguous(memory_format=torch.channels_last_3d) \
+                and ((shape[4] + 2 * self.padding[2] - self.kernel_size[2]) // self.stride[2]) % 2:  # even width out
+            stride = self.stride[:2] + (2 * self.stride[2],)
+            y = torch.ops.mkldnn._convolution_pointwise(x, self.paired, self.paired_bias, self.padding, stride,
+                                                        self.dilation, 1, "relu" if relu else "none", [], "")
+            b, _, t, h, w = y.shape  # (B, 2C, T, H, W/2) NDHWC: (B, T, H, W/2, 2, C) in memory
+            return y.permute(0, 2, 3, 4, 1).reshape(b, t, h, 2 * w, -1).permute(0, 4, 1, 2, 3)
         if self.temporal_only:  # (B, C, T, H * W): a view in NCDHW and NDHWC alike
             weight, conv = weight[..., 0], tuple(c[:2] for c in conv)
             to_2d, from_2d = (lambda t: t.flatten(3)), (lambda t: t.unflatten(3, shape[3:]))
