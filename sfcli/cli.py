@@ -4,6 +4,7 @@ function that the tests call directly."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import sys
 from pathlib import Path
@@ -463,6 +464,9 @@ def convert(src, dst, arch, labels, as_json):
 
 
 def main():
+    # The imports' objects live as long as the process: left out of garbage collection, they are
+    # not swept at exit either (0.2 s of every command, measured).
+    gc.freeze()
     engine.keep_freed_memory()
     cli(prog_name="sfcli")
 
