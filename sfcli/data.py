@@ -417,7 +417,9 @@ def test_views(path, clip: ClipConfig, decoder: str = "auto", seconds=None) -> t
     video's frame count and frame rate."""
     clips, num_frames, fps = read_clips(path, clip, uniform_positions(clip.num_clips), clip.test_short, decoder, seconds)
     views = three_crops(clips, clip.test_crop, clip.num_crops)  # M x (N, C, T, crop, crop)
-    return torch.stack(views, dim=1).flatten(0, 1).contiguous(), num_frames, fps
+    # NDHWC (channels_last_3d) in memory, the frames' own layout and the network's: one copy.
+    views = torch.stack([v.permute(0, 2, 3, 4, 1) for v in views], dim=1).flatten(0, 1).permute(0, 4, 1, 2, 3)
+    return views, num_frames, fps
 
 
 def probe(path, decoder: str = "auto") -> tuple[int, float]:
