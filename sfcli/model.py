@@ -452,28 +452,30 @@ class FusedConv3d(nn.Conv3d):
             if residual is not None:
                 y = y.add_(residual)
             return F.relu_(y) if relu else y
-        weight, conv, shape = self.weight, (self.padding, self.stride, self.dilation), x.shape
+        # Each form below is the same conv on a view of the same memory: `into` gives the view the
+        # oneDNN call takes, `back` turns its output into this conv's (B, C, T, H, W).
+        weight, bias, shape = self.weight, self.bias, x.shape
+        padding, stride, dilation = self.padding, self.stride, self.dilation
+        into = back = lambda t: t  # noqa: E731
         if self.paired is not None and residual is None and x.is_contiguous(memory_format=torch.channels_last_3d) \
-                and ((shape[4] + 2 * self.padding[2] - self.kernel_size[2]) // self.stride[2]) % 2:  # even width out
-            stride = self.stride[:2] + (2 * self.stride[2],)
-            y = torch.ops.mkldnn._convolution_pointwise(x, self.paired, self.paired_bias, self.padding, stride,
-                                                        self.dilation, 1, "relu" if relu else "none", [], "")
-            b, _, t, h, w = y.shape  # (B, 2C, T, H, W/2) NDHWC: (B, T, H, W/2, 2, C) in memory
-            return y.permute(0, 2, 3, 4, 1).reshape(b, t, h, 2 * w, -1).permute(0, 4, 1, 2, 3)
-        if self.temporal_only:  # (B, C, T, H * W): a view in NCDHW and NDHWC alike
-            weight, conv = weight[..., 0], tuple(c[:2] for c in conv)
-            to_2d, from_2d = (lambda t: t.flatten(3)), (lambda t: t.unflatten(3, shape[3:]))
+                and ((shape[4] + 2 * padding[2] - self.kernel_size[2]) // stride[2]) % 2:  # even width out
+            weight, bias, stride = self.paired, self.paired_bias, stride[:2] + (2 * stride[2],)
+            # (B, 2C, T, H, W/2) NDHWC is (B, T, H, W/2, 2, C) in memory: the (B, C, T, H, W) output.
+            c = self.out_channels
+            back = lambda y: (y.permute(0, 2, 3, 4, 1).flatten(3).unflatten(3, (-1, c))  # noqa: E731
+                              .permute(0, 4, 1, 2, 3))
+        elif self.temporal_only:  # (B, C, T, H * W): a view in NCDHW and NDHWC alike
+            weight, padding, stride, dilation = weight[..., 0], padding[:2], stride[:2], dilation[:2]
+            into, back = (lambda t: t.flatten(3)), (lambda t: t.unflatten(3, shape[3:]))
         elif self.frame_wise and x.is_contiguous(memory_format=torch.channels_last_3d):  # (B * T, C, H, W), a view
-            weight, conv = weight[:, :, 0], tuple(c[1:] for c in conv)
-            to_2d = lambda t: t.transpose(1, 2).flatten(0, 1)  # noqa: E731
-            from_2d = lambda t: t.unflatten(0, (shape[0], -1)).transpose(1, 2)  # noqa: E731
-        else:
-            to_2d = from_2d = lambda t: t  # noqa: E731
+            weight, padding, stride, dilation = weight[:, :, 0], padding[1:], stride[1:], dilation[1:]
+            into = lambda t: t.transpose(1, 2).flatten(0, 1)  # noqa: E731
+            back = lambda t: t.unflatten(0, (shape[0], -1)).transpose(1, 2)  # noqa: E731
+        conv = (weight, bias, padding, stride, dilation, self.groups)
         if residual is None:
-            return from_2d(torch.ops.mkldnn._convolution_pointwise(to_2d(x), weight, self.bias, *conv, self.groups,
-                                                                   "relu" if relu else "none", [], ""))
-        return from_2d(torch.ops.mkldnn._convolution_pointwise_.binary(
-            to_2d(residual), to_2d(x), weight, self.bias, *conv, self.groups, "add", 1.0, "relu", [], ""))
+            return back(torch.ops.mkldnn._convolution_pointwise(into(x), *conv, "relu" if relu else "none", [], ""))
+        return back(torch.ops.mkldnn._convolution_pointwise_.binary(into(residual), into(x), *conv, "add", 1.0,
+                                                                     "relu", [], ""))
 
 
 def fuse_bn(model: SlowFast) -> SlowFast:
