@@ -17,7 +17,9 @@ from pathlib import Path
 
 from sfcli import engine
 from sfcli.data import VideoList
-from sfcli.model import build_config, count_gflops, parse_fraction
+from sfcli.model import count_gflops, parse_fraction
+from sfcli.presets import build_config, clip_config
+from sfcli.errors import AblationError
 
 STUDIES = ("pathways", "beta", "lateral", "fast-input")
 PAPER_BETAS = ("1/4", "1/6", "1/8", "1/12", "1/16", "1/32")
@@ -50,10 +52,6 @@ BUILTIN_EPOCHS = 12
 BUILTIN_VIEWS = "1x3"
 BUILTIN_SYNTH = {"seed": 0}
 BUILTIN_VERSION = 3  # bump when the generator's videos change
-
-
-class AblationError(ValueError):
-    """A study that cannot run as asked; the message is meant for the user."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +133,7 @@ def run_study(study: str, out: Path, train_videos: VideoList, val_videos: VideoL
     todo = variants(study, betas)
     for n, variant in enumerate(todo, 1):
         cfg = build_config(arch, **{**model_overrides, **variant.overrides, "num_classes": len(train_videos.classes)})
-        clip = engine.clip_config(cfg, arch, crop, views)
+        clip = clip_config(cfg, arch, crop, engine.parse_views(views))
         if reporter:
             reporter.print(f"[{n}/{len(todo)}] {variant.label}")
         summary = engine.train(out / variant.key, train_videos, cfg, clip, train_cfg, val_videos, arch, reporter)

@@ -43,15 +43,13 @@ from pathlib import Path
 
 import torch
 
-from sfcli.model import PRESETS, STAGE_BLOCKS, ConfigError, ModelConfig, SlowFast, count_params
+from sfcli.model import STAGE_BLOCKS, ConfigError, ModelConfig, SlowFast, count_params
+from sfcli.presets import PRESETS
+from sfcli.errors import CheckpointError
 
 FORMAT = "sfcli"
 VERSION = 1
 FORMATS = ("sfcli", "pyslowfast", "pytorchvideo")
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be read, written or loaded; the message is meant for the user."""
 
 
 # ----------------------------------------------------------------------------- save and load

@@ -17,12 +17,10 @@ import torch.distributed as dist
 from sfcli import ablate, engine
 from sfcli import infer as sfinfer
 from sfcli import model as sfmodel
-from sfcli.checkpoint import CheckpointError
-from sfcli.data import DataError, VideoError, read_video_list
-from sfcli.engine import Interrupted, TrainingError
+from sfcli import presets
+from sfcli.data import read_video_list
+from sfcli.errors import Interrupted, SfcliError
 
-# Errors a user can cause at run time: each carries one sentence meant for them.
-USER_ERRORS = (CheckpointError, DataError, VideoError, TrainingError, sfmodel.ConfigError, ablate.AblationError)
 DEFAULT_ARCH = "slowfast_4x16_r50"
 MODEL_FIELDS = {f.name for f in dataclasses.fields(sfmodel.ModelConfig)}
 
@@ -39,7 +37,7 @@ class UserError(click.ClickException):
 def model_options(fn):
     """--arch plus one option per ModelConfig field; unset options leave the preset's value."""
     options = [
-        click.option("--arch", help=f"Preset [default: slowfast_4x16_r50]: {', '.join(sfmodel.PRESETS)}."),
+        click.option("--arch", help=f"Preset [default: slowfast_4x16_r50]: {', '.join(presets.PRESETS)}."),
         click.option("--depth", type=int, help="ResNet depth: 50 or 101 (14, 26 for small CPU networks)."),
         click.option("--width", type=int, help="Channels of the Slow stem (64 in the paper)."),
         click.option("--alpha", type=int, help="Frame-rate ratio Fast/Slow."),
@@ -70,7 +68,7 @@ def config_from_options(arch: str, overrides: dict) -> sfmodel.ModelConfig:
         except ValueError:
             raise UserError(f"--nonlocal-res4 takes comma-separated block numbers, got {overrides['nonlocal_res4']!r}")
     try:
-        return sfmodel.build_config(arch, **overrides)
+        return presets.build_config(arch, **overrides)
     except sfmodel.ConfigError as e:
         raise UserError(str(e)) from None
 
@@ -107,7 +105,7 @@ class OneLineErrors(click.Group):
         except Interrupted as e:
             click.echo(f"sfcli: {e}", err=True)
             sys.exit(128 + e.signum)
-        except USER_ERRORS as e:
+        except SfcliError as e:
             click.echo(f"sfcli: error: {e}", err=True)
             sys.exit(1)
         finally:
@@ -236,7 +234,7 @@ def train(data, val_data, prefix, labels, skip_missing, arch, crop, views, out, 
     if overrides.get("num_classes") is None:
         overrides["num_classes"] = len(train_videos.classes)
     model_cfg = config_from_options(arch, overrides)
-    clip = engine.clip_config(model_cfg, arch, crop, views or "10x3")
+    clip = presets.clip_config(model_cfg, arch, crop, engine.parse_views(views or "10x3"))
     cfg = train_config(**options)
     engine.init_distributed(engine.pick_device(cfg.device))
     summary = engine.train(Path(out), train_videos, model_cfg, clip, cfg, val_videos, arch)

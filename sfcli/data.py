@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sfcli.errors import DataError, VideoError
 
 REFERENCE_FPS = 30  # clips are sampled on a 30 fps time base whatever the file's own rate
 MEAN, STD = 0.45, 0.225
@@ -30,14 +31,6 @@ try:  # decord has no wheels for some platforms; PyAV is the fallback
     decord.logging.set_level(decord.logging.QUIET)  # FFmpeg's own messages; ours say it in one line
 except ImportError:  # pragma: no cover - depends on the platform
     decord = None
-
-
-class DataError(ValueError):
-    """A dataset the user pointed at cannot be used; the message is meant for the user."""
-
-
-class VideoError(RuntimeError):
-    """One video cannot be opened or decoded."""
 
 
 @dataclass(frozen=True)

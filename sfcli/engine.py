@@ -33,22 +33,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sfcli import checkpoint as ckpt
 from sfcli.data import (ClipConfig, DataError, VideoDataset, VideoList, collate, normalize, read_labels_file,
                         read_video_list)
-from sfcli.model import ModelConfig, SlowFast, count_params, fuse_bn, view_crops
+from sfcli.model import ModelConfig, SlowFast, count_params, fuse_bn
+from sfcli.presets import clip_config
+from sfcli.errors import Interrupted, TrainingError
 
 CONFIG_FILE, METRICS_FILE, BAD_VIDEOS_FILE = "config.json", "metrics.jsonl", "bad_videos.json"
 WARMUP_START = 0.01 / 1.6  # the reference warms up from 0.01 towards 1.6 (batch 1024)
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot start or go on; the message is meant for the user."""
-
-
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM: a checkpoint was written and the run can resume."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -278,14 +268,6 @@ def view_probabilities(model, views: torch.Tensor, device: torch.device, amp: bo
             logits = model(normalize(part.to(device, non_blocking=True)))
         out.append(logits.float().softmax(dim=1).cpu())
     return torch.cat(out)
-
-
-def clip_config(model_cfg: ModelConfig, arch: str, crop: int | None = None, views: str = "10x3") -> ClipConfig:
-    """The data pipeline of a preset: its training and test crops (or those of `crop`), the paper's
-    short sides scaled to them, `views` at test time."""
-    crop, test_crop = view_crops(arch, crop)
-    num_clips, num_crops = parse_views(views)
-    return ClipConfig.for_model(model_cfg, crop, test_crop=test_crop, num_clips=num_clips, num_crops=num_crops)
 
 
 def parse_views(text: str) -> tuple[int, int]:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
+from sfcli.errors import ConfigError
 
 PATHWAYS = ("slowfast", "slow", "fast")
 LATERALS = ("t-conv", "t-sample", "ttoc-sum", "ttoc-concat", "none")
@@ -30,10 +31,6 @@ FAST_TEMPORAL_KERNELS = (5, 3, 3, 3, 3)
 # ITU-R BT.601 luma, applied to normalised RGB: mean and std are equal on every channel and the
 # weights sum to 1, so this equals normalising the gray image.
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
-
-
-class ConfigError(ValueError):
-    """An invalid model configuration; the message is one sentence meant for the user."""
 
 
 def parse_fraction(value: str | int | float | Fraction) -> Fraction:
@@ -138,46 +135,6 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown model setting(s): {', '.join(unknown)}")
         return cls(**d)
-
-
-PRESETS: dict[str, ModelConfig] = {
-    "slowfast_4x16_r50": ModelConfig(),
-    "slowfast_8x8_r50": ModelConfig(alpha=4, frames=8, tau=8, fusion_kernel=7),
-    "slowfast_8x8_r101": ModelConfig(depth=101, alpha=4, frames=8, tau=8),
-    # The paper's 16x8 R101 models are the reference's "_50_50" ones; +NL adds non-local blocks
-    # after res4 blocks 6, 13 and 20.
-    "slowfast_16x8_r101": ModelConfig(depth=101, alpha=4, frames=16, tau=8, temporal_res4=6),
-    "slowfast_16x8_r101_nl": ModelConfig(depth=101, alpha=4, frames=16, tau=8, temporal_res4=6,
-                                         nonlocal_res4=(6, 13, 20)),
-    # Slow-only networks take T frames tau apart: alpha 1 makes the clip exactly those frames.
-    "slow_4x16_r50": ModelConfig(pathway="slow", alpha=1),
-    "slow_8x8_r50": ModelConfig(pathway="slow", alpha=1, frames=8, tau=8),
-    "fast_4x16_r50": ModelConfig(pathway="fast"),
-    # The paper's 4x16 (alpha 8, beta 1/8) at depth 14 and a quarter of the width: trains in
-    # minutes on 2 CPU cores at 64 px.
-    "slowfast_tiny": ModelConfig(depth=14, width=16, zero_init_residual=False),
-}
-
-
-# Training crop of each preset and its test crop as a multiple of it: the paper's 224, tested
-# fully convolutionally on 256 views. The small preset tests at its training size: on larger views
-# it loses most of its motion classes.
-VIEW_CROPS = {"slowfast_tiny": (64, Fraction(1))}
-
-
-def view_crops(arch: str, crop: int | None = None) -> tuple[int, int]:
-    """(training crop, test crop) of a preset, or of a training crop the user chose."""
-    default, test_ratio = VIEW_CROPS.get(arch, (224, Fraction(256, 224)))
-    crop = crop or default
-    return crop, round(crop * test_ratio)
-
-
-def build_config(arch: str, **overrides) -> ModelConfig:
-    """A preset by name, with any field replaced; None values leave the preset's value."""
-    if arch not in PRESETS:
-        raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(PRESETS)}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    return ModelConfig.from_dict({**PRESETS[arch].to_dict(), **overrides})
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -399,11 +356,6 @@ class SlowFast(nn.Module):
 
     def forward(self, clip):
         return self.fc(self.dropout(self.features(clip)))
-
-
-def create_model(arch: str, **overrides) -> SlowFast:
-    """Build a network from a preset name and field overrides, timm style."""
-    return SlowFast(build_config(arch, **overrides))
 
 
 # oneDNN's fused conv + pointwise ops (what torch.compile's CPU backend calls), where this torch has them.

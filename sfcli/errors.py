@@ -1,0 +1,38 @@
+"""The errors a user can cause. Each carries one sentence meant for them; the CLI catches
+`SfcliError` and prints that sentence with a non-zero exit, never a traceback."""
+
+
+class SfcliError(Exception):
+    """Base of every error whose message is meant for the user."""
+
+
+class ConfigError(SfcliError, ValueError):
+    """An invalid model configuration."""
+
+
+class DataError(SfcliError, ValueError):
+    """A dataset the user pointed at cannot be used."""
+
+
+class VideoError(SfcliError, RuntimeError):
+    """One video cannot be opened or decoded."""
+
+
+class CheckpointError(SfcliError):
+    """A checkpoint that cannot be read, written or loaded."""
+
+
+class TrainingError(SfcliError, RuntimeError):
+    """A run that cannot start or go on."""
+
+
+class AblationError(SfcliError, ValueError):
+    """A study that cannot run as asked."""
+
+
+class Interrupted(SfcliError):
+    """Ctrl-C or SIGTERM: a checkpoint was written and the run can resume."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
