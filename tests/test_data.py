@@ -8,7 +8,7 @@ import torch
 from conftest import frame_number, write_truncated, write_video
 
 from sfcli import data
-from sfcli.model import create_model
+from sfcli.presets import create_model
 
 DECODERS = ["decord", "pyav"]
 SMALL = data.ClipConfig(frames=8, stride=2, crop=32, min_short=40, max_short=48, test_short=40, test_crop=40,

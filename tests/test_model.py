@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from sfcli.model import (
-    FAST_INPUTS, LATERALS, PRESETS, Bottleneck, ConfigError, FusedConv3d, SlowFast, build_config, count_gflops,
-    create_model, conv_bn_relu, describe, fuse_bn,
+    FAST_INPUTS, LATERALS, Bottleneck, ConfigError, FusedConv3d, SlowFast, count_gflops, conv_bn_relu, describe,
+    fuse_bn,
 )
+from sfcli.presets import PRESETS, build_config, create_model
 
 TINY = dict(num_classes=5)
 CLIP = (2, 3, 32, 32, 32)  # slowfast_tiny: alpha 8 x T 4 = 32 Fast-rate frames
