@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sfcli import data
-from sfcli.model import build_config
+from sfcli.presets import build_config
 
 
 def write_videos(root: Path, count: int, size=(256, 340), frames=90, fps=30):

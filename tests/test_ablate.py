@@ -7,7 +7,7 @@ from fractions import Fraction
 import pytest
 
 from sfcli import ablate
-from sfcli.model import build_config
+from sfcli.presets import build_config
 from conftest import one_line_error, sfcli
 
 SMALL = ["--arch", "slowfast_tiny", "--crop", "32", "--batch-size", "4", "--workers", "0", "--views", "1x1",
