@@ -17,7 +17,9 @@ with warnings.catch_warnings():
     hub = pytest.importorskip("pytorchvideo.models.hub")
 
 from sfcli import checkpoint as ck  # noqa: E402
-from sfcli.model import FAST_TEMPORAL_KERNELS, PRESETS, SLOW_TEMPORAL_KERNELS, STAGE_BLOCKS  # noqa: E402
+from sfcli.layouts import translate  # noqa: E402
+from sfcli.model import FAST_TEMPORAL_KERNELS, SLOW_TEMPORAL_KERNELS, STAGE_BLOCKS  # noqa: E402
+from sfcli.presets import PRESETS  # noqa: E402
 
 SIZE = 64  # res5 is SIZE/32 = 2 px wide; the hub head's pool is set to match
 HUB = {"slowfast_r50": "slowfast_8x8_r50", "slowfast_r101": "slowfast_8x8_r101"}
@@ -106,7 +108,7 @@ def reference(request):
         }
         torch.save(state, files["pytorchvideo"])
         torch.save({"model_state": {"model." + k: v for k, v in state.items()}}, files["pytorchvideo-wrapped"])
-        torch.save({"model_state": ck.pytorchvideo_to_pyslowfast(state), "epoch": 1}, files["pyslowfast"])
+        torch.save({"model_state": translate(state, "pytorchvideo", "pyslowfast"), "epoch": 1}, files["pyslowfast"])
         yield {"name": name, "arch": HUB[name], "state": state, "clip": clip, "logits": logits, "files": files}
 
 
@@ -114,12 +116,12 @@ def reference(request):
 def test_logits_match_the_reference(reference, layout):
     started = time.perf_counter()
     model, info = ck.load_model(reference["files"][layout])
-    assert info["arch"] == reference["arch"] and info["config"] == PRESETS[reference["arch"]]
-    assert info["format"] == ("pyslowfast" if layout == "pyslowfast" else "pytorchvideo")
-    assert info["classes_source"] == "kinetics400" and len(info["classes"]) == 400
+    assert info.arch == reference["arch"] and info.config == PRESETS[reference["arch"]]
+    assert info.format == ("pyslowfast" if layout == "pyslowfast" else "pytorchvideo")
+    assert info.classes_source == "kinetics400" and len(info.classes) == 400
 
     # Every tensor arrived, unchanged, where the reference keeps it.
-    back = ck.sfcli_to_pytorchvideo(model.state_dict())
+    back = translate(model.state_dict(), "sfcli", "pytorchvideo")
     assert back.keys() == reference["state"].keys()
     assert all(torch.equal(back[k], v) for k, v in reference["state"].items())
 
