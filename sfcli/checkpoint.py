@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
+from sfcli.cost import count_params
 from sfcli.errors import CheckpointError, ConfigError
 from sfcli.files import load_checkpoint, save_checkpoint
 from sfcli.layouts import translate, unwrap
-from sfcli.cost import count_params
 from sfcli.model import ModelConfig, SlowFast
 from sfcli.presets import PRESETS
 from sfcli.weights_config import infer_config, pyslowfast_cfg_hints

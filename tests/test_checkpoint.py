@@ -1,6 +1,7 @@
 """sfcli's checkpoint format (atomic save, safe load, clear errors) and the import of PySlowFast
 and PyTorchVideo layouts."""
 
+import json
 import os
 import pickle
 import signal
@@ -137,6 +138,7 @@ def test_sfcli_round_trip_with_training_state(tmp_path):
     assert info.format == "sfcli" and info.arch == "slowfast_tiny" and info.epoch == 1
     assert info.classes == classes and info.classes_source == "checkpoint"
     assert info.config == model.cfg
+    assert json.loads(json.dumps(info.to_json()))["config"] == model.cfg.to_dict()
     assert torch.equal(logits(restored), logits(model))
 
 
