@@ -1,15 +1,13 @@
-"""SlowFast networks (Feichtenhofer et al., ICCV 2019): one config dataclass, named presets, one network.
+"""SlowFast networks (Feichtenhofer et al., ICCV 2019): one config dataclass, its blocks, one network.
 
 Every variant of the paper -- SlowFast, Slow-only, Fast-only, each lateral connection of Table 5a,
-each channel ratio of Table 5b, each Fast input of Table 5c -- is built by `SlowFast(config)`.
-The network takes the raw Fast-rate clip (B, 3, alpha*T, H, W) and picks the Slow frames itself.
+each channel ratio of Table 5b, each Fast input of Table 5c -- is built by `SlowFast(config)`,
+which takes the raw Fast-rate clip (B, 3, alpha*T, H, W) and picks the Slow frames itself.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import itertools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -17,7 +15,7 @@ from fractions import Fraction
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_weights
+
 from sfcli.errors import ConfigError
 
 PATHWAYS = ("slowfast", "slow", "fast")
@@ -84,10 +82,8 @@ class ModelConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.tau % self.alpha:
-            raise ConfigError(
-                f"tau ({self.tau}) must be divisible by alpha ({self.alpha}): the Fast pathway samples "
-                f"every tau/alpha frames"
-            )
+            raise ConfigError(f"tau ({self.tau}) must be divisible by alpha ({self.alpha}): the Fast pathway "
+                              f"samples every tau/alpha frames")
         if self.fast_width < 1:
             raise ConfigError(f"beta {self.beta} leaves the Fast pathway no channels at width {self.width}")
         if not 0 <= self.dropout < 1:
@@ -99,10 +95,8 @@ class ModelConfig:
         if any(not 0 <= i < STAGE_BLOCKS[self.depth][2] for i in self.nonlocal_res4):
             raise ConfigError(f"nonlocal_res4 names a block outside res4 ({STAGE_BLOCKS[self.depth][2]} blocks)")
         if self.pathway == "slowfast" and self.lateral == "ttoc-sum" and self.alpha * self.fast_width != self.width:
-            raise ConfigError(
-                f"lateral ttoc-sum needs alpha*beta = 1 so that time-to-channel matches the Slow width "
-                f"(alpha {self.alpha}, beta {self.beta})"
-            )
+            raise ConfigError(f"lateral ttoc-sum needs alpha*beta = 1 so that time-to-channel matches the Slow "
+                              f"width (alpha {self.alpha}, beta {self.beta})")
 
     @property
     def fast_width(self) -> int:
@@ -129,7 +123,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -137,16 +131,27 @@ class ModelConfig:
         return cls(**d)
 
 
-# ----------------------------------------------------------------------------- building blocks
+class ConvBN(nn.Sequential):
+    """A conv ("same" padding, no bias unless asked), its BN and, unless relu=False, a ReLU: the
+    unit every pathway is built of. Its parts keep Sequential's keys (0, 1, 2), the state-dict
+    names the reference layouts map."""
 
+    def __init__(self, c_in: int, c_out: int, kernel, stride=1, relu: bool = True, bias: bool = False):
+        padding = tuple(k // 2 for k in kernel)
+        super().__init__(nn.Conv3d(c_in, c_out, tuple(kernel), stride=stride, padding=padding, bias=bias),
+                         nn.BatchNorm3d(c_out), *([nn.ReLU(inplace=True)] if relu else []))
 
-def conv_bn_relu(c_in: int, c_out: int, kernel, stride=1, relu: bool = True) -> nn.Sequential:
-    kernel = tuple(kernel)
-    padding = tuple(k // 2 for k in kernel)
-    layers = [nn.Conv3d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False), nn.BatchNorm3d(c_out)]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+    @property
+    def conv(self) -> nn.Conv3d:
+        return self[0]
+
+    @property
+    def bn(self) -> nn.BatchNorm3d:
+        return self[1]
+
+    @property
+    def relu(self) -> bool:
+        return len(self) == 3
 
 
 class Stem(nn.Sequential):
@@ -154,7 +159,7 @@ class Stem(nn.Sequential):
 
     def __init__(self, c_in: int, c_out: int, temporal_kernel: int):
         super().__init__(
-            conv_bn_relu(c_in, c_out, (temporal_kernel, 7, 7), stride=(1, 2, 2)),
+            ConvBN(c_in, c_out, (temporal_kernel, 7, 7), stride=(1, 2, 2)),
             nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
         )
 
@@ -167,20 +172,22 @@ class Bottleneck(nn.Module):
         super().__init__()
         stride = (1, spatial_stride, spatial_stride)
         self.branch2 = nn.Sequential(
-            conv_bn_relu(c_in, c_inner, (temporal_kernel, 1, 1)),
-            conv_bn_relu(c_inner, c_inner, (1, 3, 3), stride=stride),
-            conv_bn_relu(c_inner, c_out, (1, 1, 1), relu=False),
+            ConvBN(c_in, c_inner, (temporal_kernel, 1, 1)),
+            ConvBN(c_inner, c_inner, (1, 3, 3), stride=stride),
+            ConvBN(c_inner, c_out, (1, 1, 1), relu=False),
         )
         self.branch1 = None
         if c_in != c_out or spatial_stride != 1:
-            self.branch1 = conv_bn_relu(c_in, c_out, (1, 1, 1), stride=stride, relu=False)
+            self.branch1 = ConvBN(c_in, c_out, (1, 1, 1), stride=stride, relu=False)
         self.relu = nn.ReLU(inplace=True)
+
+    @property
+    def last_bn(self) -> nn.BatchNorm3d:
+        """The BN before the sum: zero-initialised, it starts the block as the identity."""
+        return self.branch2[-1].bn
 
     def forward(self, x):
         shortcut = x if self.branch1 is None else self.branch1(x)
-        last = self.branch2[-1]
-        if isinstance(last, FusedConv3d):  # an inference copy (fuse_bn): the conv adds and applies the ReLU
-            return last(self.branch2[:-1](x), residual=shortcut)
         # In place: no new tensor the size of the block's output (branch2's last BN does not need
         # its output for the backward pass).
         return self.relu(self.branch2(x).add_(shortcut))
@@ -197,8 +204,7 @@ class NonLocal(nn.Module):
         self.phi = nn.Conv3d(channels, inner, 1)
         self.g = nn.Conv3d(channels, inner, 1)
         self.pool = nn.MaxPool3d((1, 2, 2), stride=(1, 2, 2))
-        self.out = nn.Sequential(nn.Conv3d(inner, channels, 1), nn.BatchNorm3d(channels))
-
+        self.out = ConvBN(inner, channels, (1, 1, 1), relu=False, bias=True)
     def forward(self, x):
         b, _, t, h, w = x.shape
         query = self.theta(x).flatten(2).transpose(1, 2)  # (B, THW, C')
@@ -220,7 +226,7 @@ class Lateral(nn.Module):
                              "ttoc-concat": cfg.alpha * c_fast}.get(cfg.lateral, 0)  # added to Slow's input
         self.conv = None
         if self.kind == "t-conv":
-            self.conv = conv_bn_relu(c_fast, self.out_channels, (cfg.fusion_kernel, 1, 1), stride=(cfg.alpha, 1, 1))
+            self.conv = ConvBN(c_fast, self.out_channels, (cfg.fusion_kernel, 1, 1), stride=(cfg.alpha, 1, 1))
 
     def forward(self, slow, fast):
         if self.kind == "t-conv":
@@ -229,7 +235,8 @@ class Lateral(nn.Module):
             y = fast[:, :, :: self.alpha]
         else:  # time-to-channel: {alpha*T, S^2, C} -> {T, S^2, alpha*C}
             b, c, t, h, w = fast.shape
-            y = fast.reshape(b, c, t // self.alpha, self.alpha, h, w).transpose(2, 3).reshape(b, c * self.alpha, -1, h, w)
+            y = fast.reshape(b, c, t // self.alpha, self.alpha, h, w).transpose(2, 3)
+            y = y.reshape(b, c * self.alpha, -1, h, w)
         if y.shape[-2:] != slow.shape[-2:]:  # a half-resolution Fast pathway
             y = F.interpolate(y, size=slow.shape[-3:], mode="nearest")
         return slow + y if self.kind == "ttoc-sum" else torch.cat([slow, y], dim=1)
@@ -313,9 +320,9 @@ class SlowFast(nn.Module):
         # so that each starts as the identity.
         for m in self.modules():
             if isinstance(m, Bottleneck) and self.cfg.zero_init_residual:
-                nn.init.zeros_(m.branch2[-1][1].weight)
+                nn.init.zeros_(m.last_bn.weight)
             elif isinstance(m, NonLocal):
-                nn.init.zeros_(m.out[1].weight)
+                nn.init.zeros_(m.out.bn.weight)
         nn.init.normal_(self.fc.weight, std=0.01)
         nn.init.zeros_(self.fc.bias)
 
@@ -356,128 +363,3 @@ class SlowFast(nn.Module):
 
     def forward(self, clip):
         return self.fc(self.dropout(self.features(clip)))
-
-
-# oneDNN's fused conv + pointwise ops (what torch.compile's CPU backend calls), where this torch has them.
-ONEDNN_POST_OPS = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-
-
-class FusedConv3d(nn.Conv3d):
-    """An inference conv with its BN folded in (as a bias) and the ReLU after it, or for the last
-    conv of a residual block the shortcut's addition and the ReLU. On the CPU in float32 without
-    autograd, oneDNN runs them as post-ops of the convolution: one pass over the output instead
-    of three (6% of an R50 forward pass at 256², measured), the sum accumulated into the
-    shortcut's own memory (no new tensor the size of the block's output: 15-40% faster for those
-    convs, measured). There a conv with no spatial extent (t x 1 x 1) runs as the same 2D conv
-    over (time, height * width), and one with no temporal extent (1 x k x k) on an NDHWC clip as
-    the same 2D conv over its batch of frames: oneDNN's 2D kernels run these shapes faster (5-25%
-    for temporal convs, 2-4% of the network for the frame-wise ones, measured). Elsewhere, the
-    same ops one by one."""
-
-    def __init__(self, conv: nn.Conv3d, bn: nn.BatchNorm3d, relu: bool):
-        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                         conv.dilation, conv.groups, bias=True, device="meta")
-        self.weight, self.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
-                                                      bn.eps, bn.weight, bn.bias)
-        self.relu = relu
-        self.temporal_only = self.kernel_size[1:] == (1, 1) and self.stride[1:] == (1, 1)
-        self.frame_wise = self.kernel_size[0] == 1 and self.stride[0] == 1
-        # A narrow conv (the Fast stem's 8 channels half fill an AVX-512 register) computes two
-        # neighbouring output columns as 2C channels: its kernel twice, one stride apart, in a
-        # conv of twice the stride. Its NDHWC output is the original's memory, value for value.
-        self.register_buffer("paired", None, persistent=False)
-        if self.out_channels <= 8 and self.groups == 1 and self.dilation == (1, 1, 1) and self.kernel_size[2] > 1:
-            kt, kh, kw = self.kernel_size
-            step = self.stride[2]
-            paired = self.weight.new_zeros(2 * self.out_channels, self.in_channels, kt, kh, kw + step)
-            paired[: self.out_channels, ..., :kw] = self.weight.detach()
-            paired[self.out_channels :, ..., step:] = self.weight.detach()
-            self.register_buffer("paired", paired.contiguous(memory_format=torch.channels_last_3d), persistent=False)
-            self.register_buffer("paired_bias", self.bias.detach().repeat(2), persistent=False)
-
-    def forward(self, x, residual=None):
-        """With `residual`, the oneDNN path writes the result over `residual` and returns it."""
-        relu = self.relu or residual is not None  # a block's ReLU follows its addition
-        if not (ONEDNN_POST_OPS and x.device.type == "cpu" and x.dtype == torch.float32
-                and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")):
-            y = self._conv_forward(x, self.weight, self.bias)
-            if residual is not None:
-                y = y.add_(residual)
-            return F.relu_(y) if relu else y
-        # Each form below is the same conv on a view of the same memory: `into` gives the view the
-        # oneDNN call takes, `back` turns its output into this conv's (B, C, T, H, W).
-        weight, bias, shape = self.weight, self.bias, x.shape
-        padding, stride, dilation = self.padding, self.stride, self.dilation
-        into = back = lambda t: t  # noqa: E731
-        if self.paired is not None and residual is None and x.is_contiguous(memory_format=torch.channels_last_3d) \
-                and ((shape[4] + 2 * padding[2] - self.kernel_size[2]) // stride[2]) % 2:  # even width out
-            weight, bias, stride = self.paired, self.paired_bias, stride[:2] + (2 * stride[2],)
-            # (B, 2C, T, H, W/2) NDHWC is (B, T, H, W/2, 2, C) in memory: the (B, C, T, H, W) output.
-            c = self.out_channels
-            back = lambda y: (y.permute(0, 2, 3, 4, 1).flatten(3).unflatten(3, (-1, c))  # noqa: E731
-                              .permute(0, 4, 1, 2, 3))
-        elif self.temporal_only:  # (B, C, T, H * W): a view in NCDHW and NDHWC alike
-            weight, padding, stride, dilation = weight[..., 0], padding[:2], stride[:2], dilation[:2]
-            into, back = (lambda t: t.flatten(3)), (lambda t: t.unflatten(3, shape[3:]))
-        elif self.frame_wise and x.is_contiguous(memory_format=torch.channels_last_3d):  # (B * T, C, H, W), a view
-            weight, padding, stride, dilation = weight[:, :, 0], padding[1:], stride[1:], dilation[1:]
-            into = lambda t: t.transpose(1, 2).flatten(0, 1)  # noqa: E731
-            back = lambda t: t.unflatten(0, (shape[0], -1)).transpose(1, 2)  # noqa: E731
-        conv = (weight, bias, padding, stride, dilation, self.groups)
-        if residual is None:
-            return back(torch.ops.mkldnn._convolution_pointwise(into(x), *conv, "relu" if relu else "none", [], ""))
-        return back(torch.ops.mkldnn._convolution_pointwise_.binary(into(residual), into(x), *conv, "add", 1.0,
-                                                                     "relu", [], ""))
-
-
-def fuse_bn(model: SlowFast) -> SlowFast:
-    """An inference copy of `model` in eval mode: every conv + BN (+ ReLU) becomes one
-    FusedConv3d, and each residual block's last conv also adds the shortcut. It computes the same
-    function as `model` in eval mode, and shares its tensors that folding leaves as they are (the
-    classifier's, for one). Its state dict has other keys: save and load the original.
-    Without autograd on the CPU, a residual block writes its output over its shortcut, which may
-    be the block's input: call its blocks only through the network's own forward."""
-    # Tensors are shared, not copied: folding makes new conv weights, and the rest is read only.
-    fused = copy.deepcopy(model, {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}).eval()
-    for parent in list(fused.modules()):
-        for name, seq in parent.named_children():
-            if isinstance(seq, nn.Sequential) and len(seq) > 1 and isinstance(seq[0], nn.Conv3d) \
-                    and isinstance(seq[1], nn.BatchNorm3d):
-                relu = len(seq) > 2 and isinstance(seq[2], nn.ReLU)
-                setattr(parent, name, FusedConv3d(seq[0], seq[1], relu))
-    return fused
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_gflops(cfg: ModelConfig, crop: int = 256) -> float:
-    """Multiply-adds x 1e-9 of one view (alpha*T frames at crop x crop), counted by torch's own
-    FlopCounterMode on meta tensors, so that no real compute runs."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.device("meta"):
-        model = SlowFast(cfg).eval()
-        clip = torch.empty(1, 3, cfg.fast_frames, crop, crop)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(clip)
-    return counter.get_total_flops() / 2 / 1e9  # the counter counts a multiply-add as 2 FLOPs
-
-
-def describe(cfg: ModelConfig, arch: str = "", crop: int = 256) -> dict:
-    """Size and cost of a network, as `sfcli info` prints them."""
-    with torch.device("meta"):
-        params = count_params(SlowFast(cfg))
-    return {
-        "arch": arch,
-        "params": params,
-        "gflops": round(count_gflops(cfg, crop), 2),
-        "slow_frames": cfg.frames if cfg.pathway != "fast" else 0,
-        "fast_frames": cfg.fast_frames if cfg.pathway != "slow" else 0,
-        "slow_stride": cfg.tau if cfg.pathway != "fast" else None,
-        "fast_stride": cfg.fast_stride if cfg.pathway != "slow" else None,
-        "crop": crop,
-        "config": cfg.to_dict(),
-    }

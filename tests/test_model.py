@@ -9,10 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from sfcli.model import (
-    FAST_INPUTS, LATERALS, Bottleneck, ConfigError, FusedConv3d, SlowFast, count_gflops, conv_bn_relu, describe,
-    fuse_bn,
-)
+from sfcli.cost import count_gflops, describe
+from sfcli.errors import ConfigError
+from sfcli.model import FAST_INPUTS, LATERALS, Bottleneck
 from sfcli.presets import PRESETS, build_config, create_model
 
 TINY = dict(num_classes=5)
@@ -189,50 +188,6 @@ def test_cli_help_lists_every_command():
     from sfcli.cli import cli
     for name in cli.commands:
         assert name in result.stdout
-
-
-def test_fuse_bn_computes_the_same_function():
-    torch.manual_seed(0)
-    model = create_model("slowfast_tiny", **TINY, nonlocal_res4=(0,)).eval()
-    with torch.no_grad():  # random BN statistics and affines, so that folding them changes the weights
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm3d):
-                m.weight.uniform_(0.2, 1.0)
-                m.bias.normal_(0, 0.1)
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    fused = fuse_bn(model)
-    assert not any(isinstance(m, nn.BatchNorm3d) for m in fused.modules())
-    assert any(isinstance(m, nn.BatchNorm3d) for m in model.modules())  # the original is untouched
-    clip = torch.randn(CLIP)
-    original = clip.clone()
-    with torch.no_grad():  # on the CPU: oneDNN's fused post-ops, residual sums written in place
-        expected, got = model(clip), fused(clip)
-        again = fused(clip)
-    assert ((got - expected).norm() / expected.norm()).item() < 1e-5
-    assert torch.equal(clip, original) and torch.equal(again, got)  # in-place sums stay inside the network
-    unfused = fused(clip)  # with autograd on: the same ops one by one
-    assert ((unfused - expected).norm() / expected.norm()).item() < 1e-5
-
-
-@pytest.mark.parametrize("width", [32, 31, 30], ids=["even-in-even-out", "odd-in-even-out", "odd-out"])
-@pytest.mark.parametrize("memory_format", [torch.channels_last_3d, torch.contiguous_format], ids=["ndhwc", "ncdhw"])
-def test_fused_conv_ways_compute_the_same_function(width, memory_format):
-    """Each way FusedConv3d runs a conv (column pairs for a narrow conv, 2D over frames, 2D over
-    time x space, 3D) gives what conv + BN + ReLU give, in the input's memory format."""
-    torch.manual_seed(0)
-    for c_in, c_out, kernel, stride in [(3, 8, (5, 7, 7), (1, 2, 2)), (4, 8, (1, 3, 3), (1, 1, 1)),
-                                        (8, 16, (1, 3, 3), (1, 2, 2)), (8, 16, (3, 1, 1), (1, 1, 1)),
-                                        (8, 16, (5, 1, 1), (4, 1, 1))]:
-        layer = conv_bn_relu(c_in, c_out, kernel, stride).eval()
-        layer[1].running_mean.normal_(0, 0.1)
-        layer[1].running_var.uniform_(0.5, 1.5)
-        fused = FusedConv3d(layer[0], layer[1], relu=True)
-        x = torch.randn(2, c_in, 8, 12, width).contiguous(memory_format=memory_format)
-        with torch.no_grad():
-            expected, got = layer(x), fused(x)
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-        assert got.is_contiguous(memory_format=memory_format)
 
 
 @pytest.mark.parametrize("overrides", [{}, {"fast_input": "gray"}, {"lateral": "ttoc-concat"}], ids=str)
