@@ -10,7 +10,7 @@ window, the tutorial's transforms from `pytorchvideo.transforms` (UniformTempora
 frames, Div255, Normalize, ShortSideScale), UniformCropVideo for the three crops, the tutorial's
 PackPathway, and the network on one view at a time with autograd on, as the tutorial calls it
 (no `torch.no_grad`). Two more reference rows show what the tutorial leaves on the table: the same
-under `torch.no_grad`, and that with sfcli's allocator setting (`engine.keep_freed_memory`) as
+under `torch.no_grad`, and that with sfcli's allocator setting (`devices.keep_freed_memory`) as
 well. Seconds per video are medians of --repeat runs, the pipelines alternating.
 
 Usage: python benchmarks/bench_infer.py [--crop 256] [--repeat 3] [--json]
@@ -37,9 +37,13 @@ from rich.console import Console
 from rich.table import Table
 
 from sfcli import checkpoint as ck
-from sfcli.data import MEAN, STD, ClipConfig, uniform_positions
-from sfcli.model import SlowFast, build_config
+from sfcli.data import ClipConfig
+from sfcli.files import save_checkpoint
+from sfcli.layouts import translate
+from sfcli.model import SlowFast
+from sfcli.presets import build_config
 from sfcli.synth import encode, pick_codec, render
+from sfcli.transforms import MEAN, STD, uniform_positions
 
 # pytorchvideo.transforms imports torchvision's functional_tensor, renamed _functional_tensor in
 # torchvision 0.17: the same module under its old name lets the real transforms import.
@@ -65,10 +69,10 @@ def twin_checkpoint(folder: Path, crop: int) -> tuple[torch.nn.Module, Path]:
     cfg = build_config(ARCH)
     reference = reference_model(crop)
     model = SlowFast(cfg)
-    ck.load_weights(model, ck.pytorchvideo_to_sfcli(reference.state_dict()))
+    ck.load_weights(model, translate(reference.state_dict(), "pytorchvideo", "sfcli"))
     clip = ClipConfig.for_model(cfg, crop=round(crop * 224 / 256), test_short=crop, test_crop=crop)
     path = folder / "sfcli.pt"
-    ck.save_checkpoint(path, ck.make_payload(model, ck.kinetics400_classes(), ARCH, clip=dataclasses.asdict(clip)))
+    save_checkpoint(path, ck.make_payload(model, ck.kinetics400_classes(), ARCH, clip=dataclasses.asdict(clip)))
     return reference, path
 
 
@@ -113,7 +117,7 @@ PIPELINES = {"reference": "PyTorchVideo tutorial style", "reference+no_grad": "s
 def reference_worker(folder: Path, crop: int, no_grad: bool, keep_freed_memory: bool) -> None:
     """The reference pipeline as a process of its own: its top-5 class indices on stdout."""
     if keep_freed_memory:
-        from sfcli.engine import keep_freed_memory as keep
+        from sfcli.devices import keep_freed_memory as keep
         keep()
     reference = reference_model(crop)
     reference.load_state_dict(torch.load(folder / "reference.pt", weights_only=True))

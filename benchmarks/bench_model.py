@@ -10,14 +10,14 @@ it is PyTorchVideo's `create_slowfast` with alpha 8 (fusion stride 8), fusion ke
 T = 4 in the head's pooling. The head's pooling always matches res5's size (crop / 32, rounded up).
 
 A training step is forward, cross-entropy, backward and an SGD step with each tool's own
-optimizer: sfcli's `engine.make_optimizer`, and for the reference the one PySlowFast builds (the
+optimizer: sfcli's `recipe.make_optimizer`, and for the reference the one PySlowFast builds (the
 same SGD: Nesterov momentum 0.9, weight decay 1e-4 except on BN and biases, torch's default
 implementation). Inference is a forward under torch.inference_mode; sfcli runs it on
 `fuse_bn(model)` (its inference model, BN folded into the convs) unless --no-fuse-bn.
 Precision: float32, and bf16 autocast where the CPU has native bf16 (AVX512-BF16/AMX); bf16
 autocast on CUDA (--precision to choose). Memory formats: the networks as built, and both
 converted to channels_last_3d. The process runs with sfcli's allocator setting
-(`engine.keep_freed_memory`), which applies to both networks alike.
+(`devices.keep_freed_memory`), which applies to both networks alike.
 
 Usage: python benchmarks/bench_model.py [--arch slowfast_8x8_r50 slowfast_4x16_r50]
        [--batch 2] [--crop 112] [--iters 5] [--warmup 2] [--modes train infer]
@@ -41,8 +41,11 @@ from rich.console import Console
 from rich.table import Table
 
 from sfcli import checkpoint as ck
-from sfcli import engine
-from sfcli.model import build_config, create_model, fuse_bn
+from sfcli.devices import cpu_has_bf16, keep_freed_memory
+from sfcli.layouts import translate
+from sfcli.fused import fuse_bn
+from sfcli.presets import build_config, create_model
+from sfcli.recipe import TrainConfig, make_optimizer
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # pytorchvideo's import uses the deprecated torch.jit.script
@@ -92,7 +95,7 @@ def twin_models(arch: str, crop: int, seed: int = 0):
                 m.running_mean.normal_(0, 0.1, generator=g)
                 m.running_var.uniform_(0.5, 1.5, generator=g)
     ours = create_model(arch)
-    ck.load_weights(ours, ck.pytorchvideo_to_sfcli(reference.state_dict()))
+    ck.load_weights(ours, translate(reference.state_dict(), "pytorchvideo", "sfcli"))
     return ours, reference
 
 
@@ -110,9 +113,9 @@ class Runner:
 
     def __init__(self, model, is_reference: bool, slow_index, autocast):
         self.model, self.is_reference, self.slow_index, self.autocast = model, is_reference, slow_index, autocast
-        recipe = engine.TrainConfig(lr=1e-3)
+        recipe = TrainConfig(lr=1e-3)
         self.optimizer = (pyslowfast_optimizer(model, recipe.base_lr, recipe.weight_decay) if is_reference
-                          else engine.make_optimizer(model, recipe))
+                          else make_optimizer(model, recipe))
 
     def logits(self, clip):
         with self.autocast():
@@ -273,9 +276,9 @@ def main():
     torch.backends.cudnn.benchmark = True
     # float32 means float32 on CUDA too: no TF32 convolutions or matrix products.
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    auto = ["bf16"] if cuda else ["fp32", "bf16"] if engine.cpu_has_bf16() else ["fp32"]
+    auto = ["bf16"] if cuda else ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
     precisions = [q for p in args.precision for q in (auto if p == "auto" else [p])]
-    engine.keep_freed_memory()
+    keep_freed_memory()
 
     rows = []
     for arch in args.arch:

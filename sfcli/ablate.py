@@ -15,11 +15,15 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from sfcli import engine
-from sfcli.data import VideoList
-from sfcli.model import count_gflops, parse_fraction
+from sfcli.console import Reporter
+from sfcli.distributed import is_main_process
+from sfcli.cost import count_gflops
+from sfcli.model import parse_fraction
 from sfcli.presets import build_config, clip_config
 from sfcli.errors import AblationError
+from sfcli.recipe import TrainConfig
+from sfcli.train import train
+from sfcli.videolist import VideoList
 
 STUDIES = ("pathways", "beta", "lateral", "fast-input")
 PAPER_BETAS = ("1/4", "1/6", "1/8", "1/12", "1/16", "1/32")
@@ -49,7 +53,7 @@ PAPER = {
 # The built-in benchmark: `sfcli synth` defaults, generated once into the cache folder.
 BUILTIN_ARCH = "slowfast_tiny"
 BUILTIN_EPOCHS = 12
-BUILTIN_VIEWS = "1x3"
+BUILTIN_VIEWS = (1, 3)
 BUILTIN_SYNTH = {"seed": 0}
 BUILTIN_VERSION = 3  # bump when the generator's videos change
 
@@ -124,8 +128,8 @@ def builtin_dataset(progress=None) -> Path:
 
 
 def run_study(study: str, out: Path, train_videos: VideoList, val_videos: VideoList, arch: str,
-              train_cfg: engine.TrainConfig, crop: int | None, views: str, model_overrides: dict, betas=None,
-              reporter: engine.Reporter | None = None) -> dict:
+              train_cfg: TrainConfig, crop: int | None, views: tuple[int, int], model_overrides: dict, betas=None,
+              reporter: Reporter | None = None) -> dict:
     """Train and test every variant of `study` in out/<variant>, then write results.json,
     results.csv and the top-1 vs GFLOPs plot in `out`. Returns {"study", "rows", "files"}."""
     out = Path(out)
@@ -133,21 +137,21 @@ def run_study(study: str, out: Path, train_videos: VideoList, val_videos: VideoL
     todo = variants(study, betas)
     for n, variant in enumerate(todo, 1):
         cfg = build_config(arch, **{**model_overrides, **variant.overrides, "num_classes": len(train_videos.classes)})
-        clip = clip_config(cfg, arch, crop, engine.parse_views(views))
+        clip = clip_config(cfg, arch, crop, views)
         if reporter:
             reporter.print(f"[{n}/{len(todo)}] {variant.label}")
-        summary = engine.train(out / variant.key, train_videos, cfg, clip, train_cfg, val_videos, arch, reporter)
+        summary = train(out / variant.key, train_videos, cfg, clip, train_cfg, val_videos, arch, reporter)
         paper = PAPER.get((study, variant.key), (None, None, None))
         rows.append({
-            "variant": variant.label, "key": variant.key, "top1": summary["test"]["top1"],
-            "top5": summary["test"]["top5"], "gflops": round(count_gflops(cfg, clip.test_crop), 3),
-            "params": summary["params"], "train_seconds": round(sum(h["seconds"] for h in summary["history"]), 1),
-            "excluded": summary["test"]["excluded"], "paper_top1": paper[0], "paper_top5": paper[1],
+            "variant": variant.label, "key": variant.key, "top1": summary.test.top1,
+            "top5": summary.test.top5, "gflops": round(count_gflops(cfg, clip.test_crop), 3),
+            "params": summary.params, "train_seconds": round(sum(h.seconds for h in summary.history), 1),
+            "excluded": summary.test.excluded, "paper_top1": paper[0], "paper_top5": paper[1],
             "paper_gflops": paper[2], "run": str(out / variant.key), "config": cfg.to_dict(),
         })
-    result = {"study": study, "arch": arch, "crop": clip.crop, "test_crop": clip.test_crop, "views": views, "epochs": train_cfg.epochs,
+    result = {"study": study, "arch": arch, "crop": clip.crop, "test_crop": clip.test_crop, "views": "{}x{}".format(*views), "epochs": train_cfg.epochs,
               "data": str(train_videos.source), "val_data": str(val_videos.source), "rows": rows}
-    if engine.world()[0] == 0:
+    if is_main_process():
         result["files"] = write_results(out, result)
     return result
 

@@ -14,18 +14,26 @@ from rich.table import Table
 
 import torch.distributed as dist
 
-from sfcli import ablate, engine
+from sfcli import ablate
 from sfcli import infer as sfinfer
 from sfcli import model as sfmodel
 from sfcli import presets
-from sfcli.data import read_video_list
+from sfcli.cost import describe
+from sfcli.console import Reporter, make_console
+from sfcli.devices import keep_freed_memory, pick_device
+from sfcli.distributed import init_distributed, is_main_process
 from sfcli.errors import Interrupted, SfcliError
+from sfcli.evaluate import EvalResult, evaluate_checkpoint
+from sfcli.predict import load_predictor
+from sfcli.recipe import TrainConfig
+from sfcli.train import train as train_run
+from sfcli.videolist import read_video_list
 
 DEFAULT_ARCH = "slowfast_4x16_r50"
 MODEL_FIELDS = {f.name for f in dataclasses.fields(sfmodel.ModelConfig)}
 
-console = engine.make_console()
-err_console = engine.make_console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 class UserError(click.ClickException):
@@ -129,7 +137,7 @@ def info(arch, crop, as_json, **overrides):
     if crop < 32:
         raise UserError(f"--crop must be at least 32 pixels, got {crop}")
     cfg = config_from_options(arch, overrides)
-    result = sfmodel.describe(cfg, arch, crop)
+    result = describe(cfg, arch, crop)
     if as_json:
         print_json(result)
         return
@@ -174,8 +182,15 @@ def split_data(data, val_data):
     return data, val_data
 
 
-def is_main_process() -> bool:
-    return engine.world()[0] == 0
+def parse_views(text: str) -> tuple[int, int]:
+    """'10x3' to (clips, crops)."""
+    try:
+        clips, crops = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"views are CLIPSxCROPS, e.g. 10x3, got {text!r}") from None
+    if clips < 1 or crops not in (1, 2, 3):
+        raise UserError(f"views need at least one clip and 1 to 3 crops, got {text!r}")
+    return clips, crops
 
 
 def training_options(fn):
@@ -183,13 +198,13 @@ def training_options(fn):
     for option in reversed([
         click.option("--crop", type=click.IntRange(32),
                      help="Training crop [default: 224, tested on 256 views; slowfast_tiny: 64, tested on 64]."),
-        click.option("--epochs", type=click.IntRange(1), help=f"Epochs [default: {engine.TrainConfig.epochs}]."),
-        click.option("--batch-size", type=click.IntRange(1), default=engine.TrainConfig.batch_size,
+        click.option("--epochs", type=click.IntRange(1), help=f"Epochs [default: {TrainConfig.epochs}]."),
+        click.option("--batch-size", type=click.IntRange(1), default=TrainConfig.batch_size,
                      show_default=True, help="Clips per step over all processes."),
         click.option("--lr", type=float, help="Base learning rate [default: 0.1 x batch size / 64]."),
-        click.option("--warmup-epochs", type=click.FloatRange(0), default=engine.TrainConfig.warmup_epochs,
+        click.option("--warmup-epochs", type=click.FloatRange(0), default=TrainConfig.warmup_epochs,
                      show_default=True),
-        click.option("--weight-decay", type=click.FloatRange(0), default=engine.TrainConfig.weight_decay,
+        click.option("--weight-decay", type=click.FloatRange(0), default=TrainConfig.weight_decay,
                      show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--amp", is_flag=True,
@@ -204,12 +219,11 @@ def training_options(fn):
 
 
 def train_config(epochs, batch_size, lr, warmup_epochs, weight_decay, seed, amp, workers, device, decoder,
-                 checkpoint_every, val_views, **_) -> engine.TrainConfig:
-    engine.parse_views(val_views)
-    return engine.TrainConfig(epochs=epochs or engine.TrainConfig.epochs, batch_size=batch_size, lr=lr,
-                              warmup_epochs=warmup_epochs, weight_decay=weight_decay, seed=seed, amp=amp,
-                              workers=workers, device=device, decoder=decoder, checkpoint_every=checkpoint_every,
-                              val_views=val_views)
+                 checkpoint_every, val_views, **_) -> TrainConfig:
+    return TrainConfig(epochs=epochs or TrainConfig.epochs, batch_size=batch_size, lr=lr,
+                       warmup_epochs=warmup_epochs, weight_decay=weight_decay, seed=seed, amp=amp,
+                       workers=workers, device=device, decoder=decoder, checkpoint_every=checkpoint_every,
+                       val_views=parse_views(val_views))
 
 
 def read_train_val(data, val_data, prefix, labels, skip_missing):
@@ -234,22 +248,23 @@ def train(data, val_data, prefix, labels, skip_missing, arch, crop, views, out, 
     if overrides.get("num_classes") is None:
         overrides["num_classes"] = len(train_videos.classes)
     model_cfg = config_from_options(arch, overrides)
-    clip = presets.clip_config(model_cfg, arch, crop, engine.parse_views(views or "10x3"))
+    clip = presets.clip_config(model_cfg, arch, crop, parse_views(views or "10x3"))
     cfg = train_config(**options)
-    engine.init_distributed(engine.pick_device(cfg.device))
-    summary = engine.train(Path(out), train_videos, model_cfg, clip, cfg, val_videos, arch)
+    init_distributed(pick_device(cfg.device))
+    summary = train_run(Path(out), train_videos, model_cfg, clip, cfg, val_videos, arch)
     if not is_main_process():
         return
     if as_json:
-        print_json(summary)
+        print_json(summary.to_json())
         return
+    show = lambda v: "-" if v is None else v  # noqa: E731
     print_table(f"{arch} in {out}", [
-        (h["epoch"], f"{h['loss']:.4f}", f"{h['train_top1']:.1f}", f"{h.get('val_top1', '-')}",
-         f"{h.get('val_top5', '-')}", f"{h['clips_per_s']:.1f}", f"{h['seconds']:.0f}") for h in summary["history"]
+        (h.epoch, f"{h.loss:.4f}", f"{h.train_top1:.1f}", f"{show(h.val_top1)}", f"{show(h.val_top5)}",
+         f"{h.clips_per_s:.1f}", f"{h.seconds:.0f}") for h in summary.history
     ], ("epoch", "loss", "train top-1", "val top-1", "val top-5", "clips/s", "seconds"))
-    if "test" in summary:
-        print_eval(summary["test"], per_class=False)
-    print_bad_videos(summary["bad_videos"], "videos quarantined in training")
+    if summary.test is not None:
+        print_eval(summary.test, per_class=False)
+    print_bad_videos(summary.bad_videos, "videos quarantined in training")
 
 
 def optional_data_options(fn):
@@ -288,10 +303,10 @@ def ablate_command(study, data, val_data, prefix, labels, skip_missing, arch, cr
     elif betas is not None:
         betas = ablate.parse_betas(betas)
     cfg = train_config(**options)
-    engine.init_distributed(engine.pick_device(cfg.device))
+    init_distributed(pick_device(cfg.device))
+    views = parse_views(views) if views else ablate.BUILTIN_VIEWS if builtin else (10, 3)
     result = ablate.run_study(study, Path(out or f"runs/ablate-{study}"), train_videos, val_videos, arch, cfg,
-                              crop, views or (ablate.BUILTIN_VIEWS if builtin else "10x3"),
-                              overrides, betas, engine.Reporter())
+                              crop, views, overrides, betas, Reporter())
     if not is_main_process():
         return
     if as_json:
@@ -307,20 +322,20 @@ def ablate_command(study, data, val_data, prefix, labels, skip_missing, arch, cr
     console.print(f"results: {result['files']['json']}, {result['files']['csv']}, {result['files']['plot']}")
 
 
-def print_eval(result: dict, per_class: bool = True):
+def print_eval(result: EvalResult, per_class: bool = True):
     if per_class:
-        print_table("per class", [(c["class"], c["videos"], "-" if c["top1"] is None else f"{c['top1']:.1f}")
-                                  for c in result["per_class"]], ("class", "videos", "top-1 %"))
-    print_table(f"test, {result['views']} views per video", [
-        ("top-1 %", f"{result['top1']:.2f}"), ("top-5 %", f"{result['top5']:.2f}"),
-        ("videos scored", result["scored"]), ("videos excluded (could not be decoded)", result["excluded"]),
+        print_table("per class", [(c.name, c.videos, "-" if c.top1 is None else f"{c.top1:.1f}")
+                                  for c in result.per_class], ("class", "videos", "top-1 %"))
+    print_table(f"test, {result.views[0]}x{result.views[1]} views per video", [
+        ("top-1 %", f"{result.top1:.2f}"), ("top-5 %", f"{result.top5:.2f}"),
+        ("videos scored", result.scored), ("videos excluded (could not be decoded)", result.excluded),
     ], ("", "value"))
-    print_bad_videos(result["excluded_videos"], "videos excluded from the test")
+    print_bad_videos(result.excluded_videos, "videos excluded from the test")
 
 
-def print_bad_videos(bad: list[dict], title: str):
+def print_bad_videos(bad, title: str):
     if bad:
-        print_table(title, [(b["path"], b["reason"]) for b in bad], ("video", "reason"))
+        print_table(title, [(b.path, b.reason) for b in bad], ("video", "reason"))
 
 
 @cli.command("eval")
@@ -333,15 +348,15 @@ def evaluate(checkpoint, data, prefix, labels, skip_missing, arch, views, batch_
              as_json):
     """Test a checkpoint with the paper's multi-view protocol: top-1, top-5, per class."""
     data, _ = split_data(data, None)
-    result = engine.evaluate_checkpoint(checkpoint, data, views=views, batch_size=batch_size, workers=workers,
-                                        device=device, decoder=decoder, prefix=prefix, labels=labels,
-                                        skip_missing=skip_missing, arch=arch)
+    result = evaluate_checkpoint(checkpoint, data, views=parse_views(views), batch_size=batch_size, workers=workers,
+                                 device=device, decoder=decoder, prefix=prefix, labels=labels,
+                                 skip_missing=skip_missing, arch=arch)
     if not is_main_process():
         return
     if as_json:
-        print_json(result)
+        print_json(result.to_json())
         return
-    print_eval(result)
+    print_eval(result.test)
 
 
 def parse_size(value: str) -> tuple[int, int]:
@@ -415,7 +430,7 @@ def infer(videos, checkpoint, weights, arch, labels, top_k, views, window, strid
         raise UserError("give exactly one of --checkpoint and --weights")
     if stride is not None and window is None:
         raise UserError("--stride needs --window")
-    predictor = engine.load_tester(checkpoint or weights, arch, labels, views, device)
+    predictor = load_predictor(checkpoint or weights, arch, labels, parse_views(views), device)
     results, failed = [], 0
     for path, result, error in sfinfer.infer_many(predictor, videos, top_k, window, stride, decoder):
         if error:
@@ -451,21 +466,22 @@ def print_prediction(result: dict):
 def convert(src, dst, arch, labels, as_json):
     """Write any checkpoint (PySlowFast, PyTorchVideo, sfcli) as an sfcli checkpoint."""
     from sfcli.checkpoint import convert as convert_checkpoint
-    from sfcli.data import read_labels_file
+    from sfcli.videolist import read_labels_file
 
     summary = convert_checkpoint(src, dst, arch, read_labels_file(labels) if labels else None)
     if as_json:
-        print_json(summary)
+        print_json(summary.to_json())
         return
-    print_table(f"{src} -> {dst}", [(k, summary[k]) for k in ("format", "arch", "num_classes", "classes_source",
-                                                               "params", "tensors")], ("", "value"))
+    print_table(f"{src} -> {dst}", [("format", summary.format), ("arch", summary.arch),
+                                    ("num_classes", summary.num_classes), ("classes_source", summary.classes_source),
+                                    ("params", summary.params), ("tensors", summary.tensors)], ("", "value"))
 
 
 def main():
     # The imports' objects live as long as the process: left out of garbage collection, they are
     # not swept at exit either (0.2 s of every command, measured).
     gc.freeze()
-    engine.keep_freed_memory()
+    keep_freed_memory()
     cli(prog_name="sfcli")
 
 

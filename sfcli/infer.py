@@ -12,8 +12,11 @@ from pathlib import Path
 
 import torch
 
-from sfcli.data import VIDEO_EXTENSIONS, VideoError, probe, test_views
-from sfcli.engine import Tester, view_probabilities
+from sfcli.data import test_views
+from sfcli.decode import probe
+from sfcli.errors import VideoError
+from sfcli.predict import Predictor, view_probabilities
+from sfcli.videolist import VIDEO_EXTENSIONS
 
 
 def top_labels(probabilities: torch.Tensor, classes: list[str], k: int) -> list[dict]:
@@ -21,7 +24,7 @@ def top_labels(probabilities: torch.Tensor, classes: list[str], k: int) -> list[
     return [{"label": classes[i], "score": round(float(s), 4)} for s, i in zip(scores, indices)]
 
 
-def infer_video(predictor: Tester, path, top_k: int = 5, window: float | None = None,
+def infer_video(predictor: Predictor, path, top_k: int = 5, window: float | None = None,
                 stride: float | None = None, decoder: str = "auto") -> dict:
     """{video, seconds, fps, predictions: [{label, score}], windows: [{start, end, predictions}]}.
     Raises VideoError for a video that cannot be read."""
@@ -64,7 +67,7 @@ def video_paths(inputs) -> list[Path]:
     return out
 
 
-def infer_many(predictor: Tester, inputs, top_k: int = 5, window=None, stride=None, decoder: str = "auto"):
+def infer_many(predictor: Predictor, inputs, top_k: int = 5, window=None, stride=None, decoder: str = "auto"):
     """Yield (path, result, None) or (path, None, reason) for every video: one that cannot be
     read does not stop the others."""
     for path in video_paths(inputs):

@@ -9,11 +9,13 @@ import torch
 
 from conftest import frame_number, one_line_error, sfcli, write_video
 from sfcli import checkpoint as ck
-from sfcli import data
-from sfcli.data import ClipConfig, read_video_list
-from sfcli.engine import load_tester
+from sfcli.data import ClipConfig, test_views
+from sfcli.files import load_checkpoint, save_checkpoint
 from sfcli.infer import infer_video
-from sfcli.model import create_model
+from sfcli.layouts import translate
+from sfcli.predict import load_predictor
+from sfcli.presets import create_model
+from sfcli.videolist import read_video_list
 
 CLASSES = ["a", "b", "c", "d"]
 
@@ -23,7 +25,7 @@ def tiny_checkpoint(path, classes, seed=0):
     torch.manual_seed(seed)
     model = create_model("slowfast_tiny", num_classes=len(classes))
     clip = ClipConfig.for_model(model.cfg, crop=32)
-    return ck.save_checkpoint(path, ck.make_payload(model, classes, "slowfast_tiny", clip=dataclasses.asdict(clip)))
+    return save_checkpoint(path, ck.make_payload(model, classes, "slowfast_tiny", clip=dataclasses.asdict(clip)))
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,7 @@ def test_a_window_decodes_only_its_own_frames(videos, decoder):
     """Clips placed uniformly inside the window's frames (PyAV seeks to the key frame before them)."""
     _, _, long = videos
     clip = ClipConfig(frames=8, stride=2, test_short=48, test_crop=48, num_clips=2, num_crops=1)
-    views = data.test_views(long, clip, decoder, seconds=(3, 5))[0]  # frames 90 to 149
+    views = test_views(long, clip, decoder, seconds=(3, 5))[0]  # frames 90 to 149
     frames = [[frame_number(views[v, :, t]) for t in range(clip.frames)] for v in range(2)]
     assert frames[0][0] == 90 and frames[1][-1] == 149
     assert all(90 <= f < 150 for clip_frames in frames for f in clip_frames)
@@ -112,7 +114,7 @@ def test_a_window_decodes_only_its_own_frames(videos, decoder):
 
 def test_pyav_and_decord_give_the_same_windows(four_class, videos):
     _, _, long = videos
-    predictor = load_tester(four_class, views="1x3", device="cpu")
+    predictor = load_predictor(four_class, views=(1, 3), device="cpu")
     a, b = (infer_video(predictor, long, window=1.5, decoder=d) for d in ("decord", "pyav"))
     assert a == b and len(a["windows"]) == 4
 
@@ -141,7 +143,7 @@ def test_convert_round_trip_and_foreign_weights_with_arch(videos, tmp_path):
     torch.manual_seed(1)
     model = create_model("slowfast_tiny", num_classes=4)
     foreign = tmp_path / "pyslowfast.pyth"
-    torch.save({"model_state": ck.sfcli_to_pyslowfast(model.state_dict()), "epoch": 3}, foreign)
+    torch.save({"model_state": translate(model.state_dict(), "sfcli", "pyslowfast"), "epoch": 3}, foreign)
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(CLASSES))
     converted = tmp_path / "converted.pt"
@@ -149,7 +151,7 @@ def test_convert_round_trip_and_foreign_weights_with_arch(videos, tmp_path):
                    "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["format"] == "pyslowfast"
-    loaded = ck.load_checkpoint(converted)
+    loaded = load_checkpoint(converted)
     assert loaded["classes"] == CLASSES and loaded["arch"] == "slowfast_tiny"
     assert loaded["model"].keys() == model.state_dict().keys()
     assert all(torch.equal(loaded["model"][k], v) for k, v in model.state_dict().items())

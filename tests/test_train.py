@@ -1,8 +1,7 @@
-"""The train/eval loop: the recipe, the run folder, exact resume after SIGKILL, signals, NaN,
-bad videos, torchrun with two processes, and the errors a user can cause."""
+"""Training and evaluation through the CLI: the run folder, exact resume after SIGKILL, signals,
+NaN, bad videos, torchrun with two processes, and the errors a user can cause."""
 
 import json
-import math
 import os
 import shutil
 import signal
@@ -13,11 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from sfcli import engine
-from sfcli.checkpoint import load_checkpoint
-from sfcli.model import create_model
 from conftest import one_line_error, sfcli
+
+from sfcli.files import load_checkpoint
 
 TRAIN = ["--arch", "slowfast_tiny", "--crop", "32", "--batch-size", "4", "--workers", "0", "--views", "2x3"]
 
@@ -35,95 +32,14 @@ def weights(run):
     return load_checkpoint(Path(run) / "checkpoint.pt")["model"]
 
 
-# ----------------------------------------------------------------------------- the recipe
-
-
-def test_learning_rate_warms_up_linearly_then_follows_the_half_cosine():
-    total, warm, base = 100, 10, 0.4
-    lrs = [engine.learning_rate(s, total, warm, base) for s in range(total)]
-    assert lrs[0] == pytest.approx(base * 0.01 / 1.6)
-    steps = [b - a for a, b in zip(lrs[:warm], lrs[1 : warm + 1])]
-    assert all(d == pytest.approx(steps[0]) for d in steps)  # a straight line up to the cosine
-    for s in (warm, 50, 99):
-        assert lrs[s] == pytest.approx(base * 0.5 * (math.cos(math.pi * s / total) + 1))
-    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1 :]))
-
-
-def test_base_lr_scales_with_the_total_batch():
-    assert engine.TrainConfig(batch_size=64).base_lr == pytest.approx(0.1)
-    assert engine.TrainConfig(batch_size=16).base_lr == pytest.approx(0.025)
-    assert engine.TrainConfig(batch_size=16, lr=0.3).base_lr == 0.3
-
-
-def test_optimizer_is_nesterov_sgd_without_decay_on_batch_norm_and_biases():
-    model = create_model("slowfast_tiny", num_classes=3)
-    opt = engine.make_optimizer(model, engine.TrainConfig(weight_decay=1e-4))
-    decay, no_decay = opt.param_groups
-    assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
-    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
-    bn_and_bias = {id(p) for name, p in model.named_parameters() if p.ndim == 1}
-    assert {id(p) for p in no_decay["params"]} == bn_and_bias
-    assert id(model.fc.bias) in bn_and_bias and id(model.fc.weight) not in bn_and_bias
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
-
-
-def test_fused_optimizer_steps_like_torchs_default_sgd():
-    """The fused SGD that sfcli trains with takes the steps of torch's default implementation of
-    the same recipe (the one PySlowFast uses): same weights after three steps."""
-    torch.manual_seed(0)
-    model = create_model("slowfast_tiny", num_classes=3)
-    twin = create_model("slowfast_tiny", num_classes=3)
-    twin.load_state_dict(model.state_dict())
-    recipe = engine.TrainConfig(lr=0.1, weight_decay=1e-2)
-    ours = engine.make_optimizer(model, recipe)
-    assert ours.defaults["fused"]
-    plain = torch.optim.SGD([{"params": g["params"], "weight_decay": g["weight_decay"]}
-                             for g in engine.make_optimizer(twin, recipe).param_groups],
-                            lr=0.1, momentum=0.9, nesterov=True, foreach=False)
-    for _ in range(3):
-        for net in (model, twin):
-            for p in net.parameters():  # laid out like the parameter, as autograd lays out gradients
-                grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()))
-                p.grad = torch.empty_like(p).copy_(grad)
-        ours.step()
-        plain.step()
-    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
-    assert not torch.equal(model.fc.weight, create_model("slowfast_tiny", num_classes=3).fc.weight)
-
-
-def test_cpu_mixed_precision_only_where_the_cpu_has_native_bf16():
-    with engine.autocast(torch.device("cpu"), amp=True):
-        assert torch.is_autocast_enabled("cpu") == engine.cpu_has_bf16()
-    with engine.autocast(torch.device("cpu"), amp=False):
-        assert not torch.is_autocast_enabled("cpu")
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
-def test_freed_memory_is_kept_by_the_process():
-    # A fresh interpreter, so that this test process keeps its default allocator.
-    code = "from sfcli import engine; print(engine.keep_freed_memory())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "True"
-
-
-def test_batches_split_into_disjoint_shares_per_process():
-    order = engine.epoch_order(22, seed=3, epoch=1)
-    assert sorted(order) == list(range(22)) and order != engine.epoch_order(22, seed=3, epoch=2)
-    single = engine.rank_batches(order, 4, 0, 1)
-    shares = [engine.rank_batches(order, 4, r, 2) for r in range(2)]
-    assert len(single) == 5  # the last partial batch (2 videos) is dropped
-    for step, batch in enumerate(single):
-        assert shares[0][step] + shares[1][step] == batch
-
-
 # ----------------------------------------------------------------------------- a run
 
 
 def test_run_folder_holds_config_metrics_checkpoint_and_test(trained, synth):
     run, summary = trained
     config = json.loads((run / "config.json").read_text())
-    assert config["arch"] == "slowfast_tiny" and config["classes"] == sorted((synth / "classes.txt").read_text().splitlines())
+    assert config["arch"] == "slowfast_tiny"
+    assert config["classes"] == sorted((synth / "classes.txt").read_text().splitlines())
     assert config["model"]["num_classes"] == 4 and config["clip"]["crop"] == 32
     assert config["data"]["train"].endswith("train.csv") and config["data"]["val"].endswith("val.csv")
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -132,6 +48,7 @@ def test_run_folder_holds_config_metrics_checkpoint_and_test(trained, synth):
     assert json.loads((run / "bad_videos.json").read_text()) == []
     assert summary["test"]["views"] == "2x3" and summary["test"]["scored"] == 8
     assert len(summary["test"]["per_class"]) == 4
+    assert json.loads((run / "test.json").read_text()) == summary["test"]
 
 
 def test_a_finished_run_is_not_trained_again(trained, synth):
@@ -227,7 +144,8 @@ def test_sigkill_mid_epoch_then_resume_gives_exactly_the_uninterrupted_weights(s
     a, b = weights(tmp_path / "whole"), weights(run)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert (tmp_path / "whole" / "metrics.jsonl").read_text().count("\n") == run.joinpath("metrics.jsonl").read_text().count("\n") == 2
+    lines = [(folder / "metrics.jsonl").read_text().count("\n") for folder in (tmp_path / "whole", run)]
+    assert lines == [2, 2]
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_cleanly(synth, tmp_path):
@@ -268,8 +186,18 @@ def test_wrong_data_is_one_clear_sentence(tmp_path):
     assert "bad.csv" in line and "line 2" in line
 
 
+@pytest.mark.parametrize("option, value, words", [("--views", "2y3", "CLIPSxCROPS"),
+                                                   ("--val-views", "1x4", "1 to 3 crops")])
+def test_views_that_are_not_clips_x_crops_are_refused(synth, tmp_path, option, value, words):
+    result = sfcli("train", "--data", str(synth), *TRAIN, option, value, "--out", str(tmp_path / "r"))
+    line = one_line_error(result)
+    assert result.returncode == 2 and words in line and repr(value) in line
+    assert not (tmp_path / "r").exists()
+
+
 def test_num_classes_that_disagree_with_the_labels_are_refused(trained, synth, tmp_path):
-    line = one_line_error(sfcli("train", "--data", str(synth), *TRAIN, "--num-classes", "3", "--out", str(tmp_path / "r")))
+    line = one_line_error(sfcli("train", "--data", str(synth), *TRAIN, "--num-classes", "3",
+                                "--out", str(tmp_path / "r")))
     assert "3 outputs" in line and "4 classes" in line
     run, _ = trained
     labels = tmp_path / "labels.txt"

@@ -1,0 +1,154 @@
+"""A run folder: config.json, metrics.jsonl, bad_videos.json, test.json and checkpoint.pt, each
+replaced whole so that a kill at any instant loses no finished work, and the state a run
+resumes from."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sfcli.checkpoint import RUN_CHECKPOINT, load_weights
+from sfcli.data import ClipConfig
+from sfcli.distributed import is_main_process
+from sfcli.errors import TrainingError
+from sfcli.evaluate import BadVideo
+from sfcli.files import load_checkpoint, save_checkpoint, write_atomic
+from sfcli.model import ModelConfig
+from sfcli.recipe import RESUMABLE, TrainConfig
+from sfcli.videolist import VideoList
+
+CONFIG_FILE, METRICS_FILE, BAD_VIDEOS_FILE, TEST_FILE = "config.json", "metrics.jsonl", "bad_videos.json", "test.json"
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One finished epoch, as metrics.jsonl holds it; the val_ fields only when it was validated."""
+
+    epoch: int
+    loss: float
+    lr: float
+    train_top1: float
+    seconds: float
+    clips_per_s: float
+    val_top1: float | None = None
+    val_top5: float | None = None
+    val_excluded: int | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass
+class RunState:
+    """Where a run is: restored from its checkpoint, saved with it."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0  # steps finished in the current epoch
+    loss_sum: float = 0.0  # of the current epoch so far, over all processes
+    correct: float = 0.0
+    clips: float = 0.0
+    seconds: float = 0.0
+    history: list[EpochRecord] = dataclasses.field(default_factory=list)  # one per finished epoch
+    bad_videos: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> reason
+
+    def bad_video_list(self) -> tuple[BadVideo, ...]:
+        return tuple(BadVideo(p, r) for p, r in self.bad_videos.items())
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "history": [h.to_json() for h in self.history]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> RunState:
+        return cls(**{**d, "history": [EpochRecord(**h) for h in d["history"]]})
+
+
+def run_config(arch: str, model_cfg: ModelConfig, clip: ClipConfig, train_cfg: TrainConfig,
+               train_videos: VideoList, val_videos: VideoList | None) -> dict:
+    """Everything needed to rebuild the model and the data pipeline of a run."""
+    return {
+        "arch": arch,
+        "model": model_cfg.to_dict(),
+        "clip": dataclasses.asdict(clip),
+        "train": dataclasses.asdict(train_cfg),
+        "data": {"train": str(train_videos.source), "format": train_videos.kind, "videos": len(train_videos.paths),
+                 "val": str(val_videos.source) if val_videos else None,
+                 "val_videos": len(val_videos.paths) if val_videos else 0},
+        "classes": list(train_videos.classes),
+    }
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in config.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def check_resumable(run: Path, config: dict) -> None:
+    """A run folder resumes only under the settings it was started with (those that change what
+    is computed; workers, device and the like may differ)."""
+    saved_path = run / CONFIG_FILE
+    try:
+        saved = _flatten(json.loads(saved_path.read_text()))
+    except (OSError, ValueError):
+        raise TrainingError(f"{saved_path} cannot be read; pass a new --out or delete the run folder") from None
+    now = _flatten(config)
+    ignored = {f"train.{k}" for k in RESUMABLE}
+    diffs = sorted(k for k in set(saved) | set(now) if k not in ignored and saved.get(k) != now.get(k))
+    if diffs:
+        raise TrainingError(f"{run} holds a run with other settings ({', '.join(diffs[:4])} differ); run the same "
+                            f"command to resume it, or pass a new --out")
+
+
+def open_run(run: Path, config: dict, model, optimizer, scaler) -> RunState:
+    """Resume the run in `run` (its checkpoint restored into model, optimizer and scaler) or start
+    one there; on the main process, metrics.jsonl then holds exactly the epochs the checkpoint
+    has finished."""
+    checkpoint_path = run / RUN_CHECKPOINT
+    state = RunState()
+    if checkpoint_path.exists():
+        check_resumable(run, config)
+        state = restore(checkpoint_path, model, optimizer, scaler)
+    elif is_main_process():
+        run.mkdir(parents=True, exist_ok=True)
+        write_atomic(run / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    if is_main_process():
+        write_atomic(run / METRICS_FILE, "".join(json.dumps(h.to_json()) + "\n" for h in state.history))
+    return state
+
+
+def restore(path: Path, model, optimizer, scaler) -> RunState:
+    """Load a run's checkpoint into model, optimizer and scaler; returns where the run was."""
+    checkpoint = load_checkpoint(path)
+    try:
+        load_weights(model, checkpoint["model"], source=str(path))
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        return RunState.from_json(checkpoint["run_state"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise TrainingError(f"{path} is not a resumable sfcli training checkpoint ({err})") from None
+
+
+def save_run(run: Path, payload: dict, state: RunState) -> None:
+    """The checkpoint (`payload` and where the run is) and the list of quarantined videos."""
+    save_checkpoint(run / RUN_CHECKPOINT, {**payload, "run_state": state.to_json(), "epoch": state.epoch})
+    write_atomic(run / BAD_VIDEOS_FILE, json.dumps([b.to_json() for b in state.bad_video_list()], indent=2) + "\n")
+
+
+def append_metrics(run: Path, record: EpochRecord) -> None:
+    with open(run / METRICS_FILE, "a") as f:
+        f.write(json.dumps(record.to_json()) + "\n")
+
+
+def weights_checksum(model: torch.nn.Module) -> str:
+    """A digest of every learned weight: equal across processes when DDP kept them in sync (batch
+    norm's running statistics are each process's own, as in the reference)."""
+    digest = hashlib.sha256()
+    for tensor in model.parameters():
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,291 @@
+"""Training, nanoGPT style: `train` sets a run folder up (or resumes it) and calls `train_epoch`
+until the run is done, validating after each epoch and testing once at the end. Under torchrun
+each process trains on its share of every batch (DDP); only rank 0 writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from sfcli.checkpoint import RUN_CHECKPOINT, make_payload
+from sfcli.console import Reporter
+from sfcli.cost import count_params
+from sfcli.data import ClipConfig, VideoDataset, collate
+from sfcli.devices import amp_dtype, autocast, pick_device
+from sfcli.distributed import all_max, all_sum, gather, is_main_process, world
+from sfcli.errors import Interrupted, TrainingError
+from sfcli.evaluate import BadVideo, EvalResult, evaluate, ignore_interrupts
+from sfcli.files import write_atomic
+from sfcli.model import ModelConfig, SlowFast
+from sfcli.recipe import TrainConfig, epoch_order, learning_rate, make_optimizer, rank_batches, step_seed
+from sfcli.runs import (
+    TEST_FILE,
+    EpochRecord,
+    RunState,
+    append_metrics,
+    open_run,
+    run_config,
+    save_run,
+    weights_checksum,
+)
+from sfcli.transforms import normalize
+from sfcli.videolist import VideoList
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A finished run: its epochs, the final test on the validation data (if any), the videos
+    quarantined, and each process's weights checksum (equal when DDP kept them in sync)."""
+
+    run: str
+    arch: str
+    epochs: int
+    params: int
+    history: tuple[EpochRecord, ...]
+    rank_checksums: tuple[str, ...]
+    bad_videos: tuple[BadVideo, ...]
+    test: EvalResult | None = None
+
+    def to_json(self) -> dict:
+        out = {"run": self.run, "arch": self.arch, "epochs": self.epochs, "params": self.params,
+               "history": [h.to_json() for h in self.history], "rank_checksums": list(self.rank_checksums),
+               "bad_videos": [b.to_json() for b in self.bad_videos]}
+        if self.test is not None:
+            out["test"] = self.test.to_json()
+        return out
+
+
+class StopSignals:
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.signum = 0
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+@dataclass
+class Training:
+    """What every step needs: the network and its DDP wrapper, the optimizer, the data, and where
+    the run is (`state`, saved with each checkpoint)."""
+
+    run: Path
+    arch: str
+    clip: ClipConfig
+    cfg: TrainConfig
+    model: SlowFast
+    net: torch.nn.Module  # the model, or its DDP wrapper under torchrun
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    dataset: VideoDataset
+    device: torch.device
+    state: RunState
+    steps_per_epoch: int
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run / RUN_CHECKPOINT
+
+    def learning_rate(self) -> float:
+        """The rate of the next step, from the schedule over the whole run."""
+        total = self.cfg.epochs * self.steps_per_epoch
+        warmup = min(round(self.cfg.warmup_epochs * self.steps_per_epoch), total - 1)
+        return learning_rate(self.state.epoch * self.steps_per_epoch + self.state.step, total, warmup,
+                             self.cfg.base_lr)
+
+    def save(self) -> None:
+        if is_main_process():
+            payload = make_payload(self.model, self.dataset.videos.classes, self.arch,
+                                   clip=dataclasses.asdict(self.clip), optimizer=self.optimizer.state_dict(),
+                                   scaler=self.scaler.state_dict(), train_config=dataclasses.asdict(self.cfg))
+            save_run(self.run, payload, self.state)
+
+    def finish_epoch(self, record: EpochRecord) -> None:
+        state = self.state
+        state.history.append(record)
+        state.epoch, state.step = state.epoch + 1, 0
+        state.loss_sum = state.correct = state.clips = state.seconds = 0.0
+        self.save()
+        if is_main_process():
+            append_metrics(self.run, record)
+
+
+def train_step(t: Training, batch: dict, lr: float) -> None:
+    """One optimizer step on this process's share of a batch; the loss and accuracy summed over
+    every process go into the run's state."""
+    state = t.state
+    for group in t.optimizer.param_groups:
+        group["lr"] = lr
+    torch.manual_seed(step_seed(t.cfg.seed, state.epoch, state.step))
+    x = normalize(batch["clip"].to(t.device, non_blocking=True))
+    y = batch["label"].to(t.device, non_blocking=True)
+    with autocast(t.device, t.cfg.amp):
+        logits = t.net(x)
+        loss = F.cross_entropy(logits.float(), y)
+    loss_value = float(loss.detach())
+    loss_sum, correct, count, bad = all_sum([loss_value * len(y), float((logits.argmax(1) == y).sum()), len(y),
+                                             0.0 if math.isfinite(loss_value) else 1.0], t.device)
+    if bad:
+        raise TrainingError(
+            f"the loss became {'nan' if math.isnan(loss_value) else 'infinite'} at epoch {state.epoch + 1} step "
+            f"{state.step + 1}; the run stopped, and its last good checkpoint is kept in {t.checkpoint_path} "
+            f"(try a lower --lr)")
+    t.optimizer.zero_grad(set_to_none=True)
+    t.scaler.scale(loss).backward()
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    for index, reason in (f for part in gather(batch["failures"]) for f in part):
+        state.bad_videos.setdefault(str(t.dataset.videos.paths[index]), reason)
+    state.step += 1
+    state.loss_sum += loss_sum
+    state.correct += correct
+    state.clips += count
+
+
+def train_epoch(t: Training, stop: StopSignals, reporter: Reporter) -> EpochRecord:
+    """The rest of the current epoch: one step per batch, a checkpoint every checkpoint_every
+    steps, and on a stop signal a checkpoint and Interrupted."""
+    state, cfg = t.state, t.cfg
+    rank, world_size = world()
+    t.dataset.set_epoch(state.epoch)
+    batches = rank_batches(epoch_order(len(t.dataset), cfg.seed, state.epoch), cfg.batch_size, rank,
+                           world_size)[state.step:]
+    loader = torch.utils.data.DataLoader(t.dataset, batch_sampler=batches, num_workers=cfg.workers,
+                                         collate_fn=collate, worker_init_fn=ignore_interrupts,
+                                         pin_memory=t.device.type == "cuda")
+    t.net.train()
+    task = reporter.task(f"epoch {state.epoch + 1}/{cfg.epochs}", t.steps_per_epoch)
+    began, clips_before, seconds_before = time.perf_counter(), state.clips, state.seconds
+    for batch in loader:
+        lr = t.learning_rate()
+        train_step(t, batch, lr)
+        elapsed = seconds_before + time.perf_counter() - began
+        reporter.update(task, state.step, (state.clips - clips_before) / max(time.perf_counter() - began, 1e-9),
+                        f"loss {state.loss_sum / state.clips:.3f} lr {lr:.4f}")
+        if state.step == t.steps_per_epoch:
+            break
+        signum = int(all_max(stop.signum, t.device))
+        if signum or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
+            state.seconds = elapsed
+            t.save()
+        if signum:
+            raise Interrupted(f"interrupted at epoch {state.epoch + 1} step {state.step}; a checkpoint was "
+                              f"written to {t.checkpoint_path}: run the same command to resume", signum)
+    seconds = seconds_before + time.perf_counter() - began
+    reporter.done(task)
+    return EpochRecord(epoch=state.epoch + 1, loss=round(state.loss_sum / state.clips, 5), lr=lr,
+                       train_top1=round(100 * state.correct / state.clips, 2), seconds=round(seconds, 2),
+                       clips_per_s=round(state.clips / max(seconds, 1e-9), 2))
+
+
+def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: ClipConfig, train_cfg: TrainConfig,
+          val_videos: VideoList | None = None, arch: str = "custom", reporter: Reporter | None = None) -> TrainResult:
+    """Train (or resume, or just report a finished run) in the run folder `run`."""
+    run = Path(run)
+    world_size = world()[1]
+    device = pick_device(train_cfg.device)
+    reporter = reporter or Reporter()
+    steps_per_epoch = _check_setup(train_videos, val_videos, model_cfg, train_cfg, world_size)
+
+    torch.manual_seed(train_cfg.seed)  # the initial weights
+    model = SlowFast(model_cfg).to(device)
+    optimizer = make_optimizer(model, train_cfg)
+    fp16 = train_cfg.amp and device.type == "cuda" and amp_dtype(device) == torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+    config = run_config(arch, model_cfg, clip, train_cfg, train_videos, val_videos)
+    state = open_run(run, config, model, optimizer, scaler)
+    net = model
+    if world_size > 1:
+        device_ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    dataset = VideoDataset(train_videos, clip, train=True, decoder=train_cfg.decoder, seed=train_cfg.seed)
+    for path in state.bad_videos:  # quarantined in an earlier part of this run: never decoded again
+        dataset.bad[train_videos.paths.index(Path(path))] = True
+    t = Training(run, arch, clip, train_cfg, model, net, optimizer, scaler, dataset, device, state, steps_per_epoch)
+
+    if state.epoch == 0 and state.step == 0:
+        reporter.print(f"training {arch} ({count_params(model):,} parameters) on {len(train_videos.paths)} videos, "
+                       f"{len(train_videos.classes)} classes, {train_cfg.epochs} epochs of {steps_per_epoch} steps, "
+                       f"batch {train_cfg.batch_size} on {world_size} process(es), {device}")
+    elif state.epoch < train_cfg.epochs:
+        reporter.print(f"resuming {run} at epoch {state.epoch + 1} step {state.step}")
+
+    with StopSignals() as stop, reporter:
+        while state.epoch < train_cfg.epochs:
+            record = train_epoch(t, stop, reporter)
+            if val_videos is not None:
+                val_clip = dataclasses.replace(clip, num_clips=train_cfg.val_views[0], num_crops=train_cfg.val_views[1])
+                val = evaluate(model, val_videos, val_clip, device, max(1, train_cfg.batch_size // world_size),
+                               train_cfg.workers, train_cfg.amp, train_cfg.decoder, reporter, "validating")
+                record = dataclasses.replace(record, val_top1=val.top1, val_top5=val.top5, val_excluded=val.excluded)
+            t.finish_epoch(record)
+            reporter.print(_epoch_line(record))
+            if all_max(stop.signum, device):
+                raise Interrupted(f"interrupted after epoch {state.epoch}; a checkpoint was written to "
+                                  f"{t.checkpoint_path}: run the same command to resume", stop.signum)
+
+    checksums = tuple(gather(weights_checksum(model)))
+    test = None
+    if val_videos is not None:
+        with reporter:
+            test = _final_test(t, val_videos, reporter)
+    return TrainResult(str(run), arch, state.epoch, count_params(model), tuple(state.history), checksums,
+                       state.bad_video_list(), test)
+
+
+def _check_setup(train_videos: VideoList, val_videos: VideoList | None, model_cfg: ModelConfig,
+                 train_cfg: TrainConfig, world_size: int) -> int:
+    """Refuse a run that cannot start, before anything is written; returns the steps per epoch."""
+    if model_cfg.num_classes != len(train_videos.classes):
+        raise TrainingError(f"the network has {model_cfg.num_classes} outputs but the data has "
+                            f"{len(train_videos.classes)} classes; leave out --num-classes or fix the labels")
+    if train_cfg.batch_size % world_size:
+        raise TrainingError(f"--batch-size {train_cfg.batch_size} does not split over {world_size} processes")
+    steps_per_epoch = len(train_videos.paths) // train_cfg.batch_size
+    if steps_per_epoch == 0:
+        raise TrainingError(f"{train_videos.source} has {len(train_videos.paths)} videos, fewer than one batch "
+                            f"of {train_cfg.batch_size}; lower --batch-size")
+    if train_cfg.epochs < 1:
+        raise TrainingError("--epochs must be at least 1")
+    if val_videos is not None and list(val_videos.classes) != list(train_videos.classes):
+        raise TrainingError("the validation data's classes differ from the training data's")
+    return steps_per_epoch
+
+
+def _final_test(t: Training, val_videos: VideoList, reporter: Reporter) -> EvalResult:
+    """The full multi-view test of the finished network on the validation data, once: kept in
+    the run folder so that asking again (or ablate's second pass) costs nothing."""
+    path = t.run / TEST_FILE
+    if path.exists():
+        return EvalResult.from_json(json.loads(path.read_text()))
+    cfg = t.cfg
+    result = evaluate(t.model, val_videos, t.clip, t.device, max(1, cfg.batch_size // world()[1] // 4),
+                      cfg.workers, cfg.amp, cfg.decoder, reporter, "testing")
+    if is_main_process():
+        write_atomic(path, json.dumps(result.to_json(), indent=2) + "\n")
+    return result
+
+
+def _epoch_line(record: EpochRecord) -> str:
+    line = (f"epoch {record.epoch}: loss {record.loss:.4f}, train top-1 {record.train_top1:.1f}%, "
+            f"{record.clips_per_s:.1f} clips/s, {record.seconds:.0f} s")
+    if record.val_top1 is not None:
+        line += f", val top-1 {record.val_top1:.1f}% top-5 {record.val_top5:.1f}%"
+    return line
