@@ -30,8 +30,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from sfcli import data
+from sfcli.data import ClipConfig, VideoDataset, collate
+from sfcli.decode import BACKENDS, decode
 from sfcli.presets import build_config
+from sfcli.transforms import MEAN, STD, clip_indices, normalize
+from sfcli.videolist import read_video_list
 
 
 def write_videos(root: Path, count: int, size=(256, 340), frames=90, fps=30):
@@ -73,7 +76,7 @@ def pyslowfast_decode(path: Path, pick_indices):
     return np.stack([rgb[i] for i in wanted]), wanted, indices
 
 
-class PySlowFastStyle(data.VideoDataset):
+class PySlowFastStyle(VideoDataset):
     """PySlowFast's training transforms after its decode, with sfcli's draws: normalise at full
     size in float, bilinear short-side rescale in float, crop, flip."""
 
@@ -82,10 +85,10 @@ class PySlowFastStyle(data.VideoDataset):
         short, start = int(rng.integers(self.clip.min_short, self.clip.max_short + 1)), float(rng.random())
 
         def pick(num_frames, fps):
-            return data.clip_indices(num_frames, fps, self.clip.frames, self.clip.stride, start)
+            return clip_indices(num_frames, fps, self.clip.frames, self.clip.stride, start)
 
-        frames = data.decode(self.videos.paths[index], pick, "pyslowfast")  # (T, H, W, C) uint8
-        frames = ((frames.float() / 255 - data.MEAN) / data.STD).permute(3, 0, 1, 2)  # (C, T, H, W)
+        frames = decode(self.videos.paths[index], pick, "pyslowfast")  # (T, H, W, C) uint8
+        frames = ((frames.float() / 255 - MEAN) / STD).permute(3, 0, 1, 2)  # (C, T, H, W)
         h, w = frames.shape[-2:]
         size = (short, round(w * short / h)) if h <= w else (round(h * short / w), short)
         frames = torch.nn.functional.interpolate(frames, size=size, mode="bilinear", align_corners=False)
@@ -98,12 +101,12 @@ class PySlowFastStyle(data.VideoDataset):
 
 def clips_per_second(dataset, workers: int, batch_size: int = 4) -> float:
     """Steady-state rate: clips after the first batch over the time since it arrived."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=data.collate)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
     count, start = 0, None
     for batch in loader:
         clips = batch["clip"]
         if clips.dtype == torch.uint8:
-            clips = data.normalize(clips)
+            clips = normalize(clips)
         if start is None:
             start = time.perf_counter()
             continue
@@ -128,16 +131,16 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    data.BACKENDS["pyslowfast"] = pyslowfast_decode
-    clip = data.ClipConfig.for_model(build_config(args.arch), crop=args.crop)
+    BACKENDS["pyslowfast"] = pyslowfast_decode
+    clip = ClipConfig.for_model(build_config(args.arch), crop=args.crop)
     with tempfile.TemporaryDirectory() as tmp:
         write_videos(Path(tmp), args.videos)
-        videos = data.read_video_list(tmp)
+        videos = read_video_list(tmp)
         datasets = {
             "pyslowfast": PySlowFastStyle(videos, clip, train=True, seed=0),
-            "pyslowfast-decode": data.VideoDataset(videos, clip, train=True, decoder="pyslowfast", seed=0),
-            "pyav": data.VideoDataset(videos, clip, train=True, decoder="pyav", seed=0),
-            "auto": data.VideoDataset(videos, clip, train=True, decoder="auto", seed=0),
+            "pyslowfast-decode": VideoDataset(videos, clip, train=True, decoder="pyslowfast", seed=0),
+            "pyav": VideoDataset(videos, clip, train=True, decoder="pyav", seed=0),
+            "auto": VideoDataset(videos, clip, train=True, decoder="auto", seed=0),
         }
         rates = {name: [] for name in datasets}
         for _ in range(args.repeats):  # alternated, so that load from elsewhere falls on every row alike

@@ -16,11 +16,11 @@ from fractions import Fraction
 from pathlib import Path
 
 from sfcli.console import Reporter
-from sfcli.distributed import is_main_process
 from sfcli.cost import count_gflops
+from sfcli.distributed import is_main_process
+from sfcli.errors import AblationError
 from sfcli.model import parse_fraction
 from sfcli.presets import build_config, clip_config
-from sfcli.errors import AblationError
 from sfcli.recipe import TrainConfig
 from sfcli.train import train
 from sfcli.videolist import VideoList

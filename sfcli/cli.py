@@ -18,8 +18,8 @@ from sfcli import ablate
 from sfcli import infer as sfinfer
 from sfcli import model as sfmodel
 from sfcli import presets
-from sfcli.cost import describe
 from sfcli.console import Reporter, make_console
+from sfcli.cost import describe
 from sfcli.devices import keep_freed_memory, pick_device
 from sfcli.distributed import init_distributed, is_main_process
 from sfcli.errors import Interrupted, SfcliError

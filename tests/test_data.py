@@ -7,12 +7,16 @@ import pytest
 import torch
 from conftest import frame_number, write_truncated, write_video
 
-from sfcli import data
+from sfcli.data import ClipConfig, VideoDataset, collate
+from sfcli.decode import decode
+from sfcli.errors import DataError
 from sfcli.presets import create_model
+from sfcli.transforms import clip_indices, normalize, three_crops
+from sfcli.videolist import read_video_list
 
 DECODERS = ["decord", "pyav"]
-SMALL = data.ClipConfig(frames=8, stride=2, crop=32, min_short=40, max_short=48, test_short=40, test_crop=40,
-                        num_clips=3, num_crops=3)
+SMALL = ClipConfig(frames=8, stride=2, crop=32, min_short=40, max_short=48, test_short=40, test_crop=40,
+                   num_clips=3, num_crops=3)
 
 
 def kinetics_csv(path: Path, rows, header="label,youtube_id,time_start,time_end,split"):
@@ -33,7 +37,7 @@ def kinetics(tmp_path):
 
 
 def test_kinetics_csv_labels_and_class_order(kinetics):
-    videos = data.read_video_list(kinetics)
+    videos = read_video_list(kinetics)
     assert videos.kind == "kinetics-csv"
     assert videos.classes == ["abseiling", "riding a bike"]  # sorted: the order of Kinetics checkpoints
     names = [p.name for p in videos.paths]
@@ -48,13 +52,13 @@ def test_pyslowfast_list_relative_to_list_or_prefix(tmp_path):
     lists = tmp_path / "lists"
     lists.mkdir()
     (lists / "train.csv").write_text("x y.mp4 1\nz.mp4 0\n")
-    with pytest.raises(data.DataError, match=r"2 of 2 videos .* missing .*resolved against"):
-        data.read_video_list(lists / "train.csv")
-    videos = data.read_video_list(lists / "train.csv", prefix=tmp_path / "clips")
+    with pytest.raises(DataError, match=r"2 of 2 videos .* missing .*resolved against"):
+        read_video_list(lists / "train.csv")
+    videos = read_video_list(lists / "train.csv", prefix=tmp_path / "clips")
     assert videos.kind == "pyslowfast-list"
     assert videos.labels == [1, 0] and videos.classes == ["0", "1"]
     (lists / "labels.txt").write_text("cat\ndog\n")
-    named = data.read_video_list(lists / "train.csv", prefix=tmp_path / "clips", labels=lists / "labels.txt")
+    named = read_video_list(lists / "train.csv", prefix=tmp_path / "clips", labels=lists / "labels.txt")
     assert named.classes == ["cat", "dog"]
 
 
@@ -62,47 +66,47 @@ def test_folder_of_class_folders(tmp_path):
     for name in ("b", "a"):
         write_video(tmp_path / "root" / name / "v.mp4")
     (tmp_path / "root" / "a" / "notes.txt").write_text("not a video")
-    videos = data.read_video_list(tmp_path / "root")
+    videos = read_video_list(tmp_path / "root")
     assert videos.kind == "folder" and videos.classes == ["a", "b"] and videos.labels == [0, 1]
 
 
 def test_checkpoint_classes_map_labels_and_mismatch_is_an_error(kinetics):
-    videos = data.read_video_list(kinetics, classes=["riding a bike", "abseiling", "other"])
+    videos = read_video_list(kinetics, classes=["riding a bike", "abseiling", "other"])
     assert videos.labels == [0, 0, 1]
-    with pytest.raises(data.DataError, match="not among the 1 classes"):
-        data.read_video_list(kinetics, classes=["abseiling"])
+    with pytest.raises(DataError, match="not among the 1 classes"):
+        read_video_list(kinetics, classes=["abseiling"])
 
 
 def test_malformed_csv_line_names_file_and_line(tmp_path):
     path = kinetics_csv(tmp_path / "bad.csv", [("a", "id", 0, 10, "train"), ("a", "id2", "zero")])
-    with pytest.raises(data.DataError, match=r"bad\.csv, line 3"):
-        data.read_video_list(path)
+    with pytest.raises(DataError, match=r"bad\.csv, line 3"):
+        read_video_list(path)
     (tmp_path / "list.txt").write_text("a.mp4 0\nb.mp4 notanumber\n")
-    with pytest.raises(data.DataError, match=r"list\.txt, line 2"):
-        data.read_video_list(tmp_path / "list.txt")
+    with pytest.raises(DataError, match=r"list\.txt, line 2"):
+        read_video_list(tmp_path / "list.txt")
 
 
 def test_bad_data_argument(tmp_path):
-    with pytest.raises(data.DataError, match="does not exist"):
-        data.read_video_list(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="does not exist"):
+        read_video_list(tmp_path / "nope.csv")
     (tmp_path / "weird.csv").write_text("a,b,c\n1,2,3\n")
-    with pytest.raises(data.DataError, match="neither a Kinetics CSV"):
-        data.read_video_list(tmp_path / "weird.csv")
+    with pytest.raises(DataError, match="neither a Kinetics CSV"):
+        read_video_list(tmp_path / "weird.csv")
 
 
 def test_missing_files_reported_together_or_skipped(kinetics):
-    for p in data.read_video_list(kinetics).paths[:2]:
+    for p in read_video_list(kinetics).paths[:2]:
         p.unlink()
-    with pytest.raises(data.DataError, match=r"^2 of 3 videos listed in .* are missing"):
-        data.read_video_list(kinetics)
-    assert len(data.read_video_list(kinetics, skip_missing=True).paths) == 1
+    with pytest.raises(DataError, match=r"^2 of 3 videos listed in .* are missing"):
+        read_video_list(kinetics)
+    assert len(read_video_list(kinetics, skip_missing=True).paths) == 1
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_clip_frames_follow_the_reference_formula(tmp_path, decoder):
     path = write_video(tmp_path / "v.mp4", num_frames=60)
     for start in (0.0, 0.3, 1.0):
-        frames = data.decode(path, lambda n, fps: data.clip_indices(n, fps, 8, 2, start), decoder)
+        frames = decode(path, lambda n, fps, start=start: clip_indices(n, fps, 8, 2, start), decoder)
         room = 60 - 16
         expected = np.linspace(room * start, room * start + 15, 8).astype(int).tolist()
         assert [frame_number(f) for f in frames] == expected
@@ -113,7 +117,7 @@ def test_30fps_normalisation_same_span_in_seconds(tmp_path, decoder):
     spans = {}
     for fps in (15, 60):
         path = write_video(tmp_path / f"v{fps}.mp4", num_frames=4 * fps, fps=fps)
-        frames = data.decode(path, lambda n, f: data.clip_indices(n, f, 8, 4, 0.0), decoder)
+        frames = decode(path, lambda n, f: clip_indices(n, f, 8, 4, 0.0), decoder)
         numbers = [frame_number(f) for f in frames]
         spans[fps] = (numbers[-1] + 1) / fps  # seconds covered, first frame to last inclusive
     assert spans[15] == pytest.approx(8 * 4 / 30) and spans[60] == pytest.approx(8 * 4 / 30)
@@ -121,7 +125,7 @@ def test_30fps_normalisation_same_span_in_seconds(tmp_path, decoder):
 
 def test_short_video_repeats_frames_instead_of_failing(tmp_path):
     path = write_video(tmp_path / "short.mp4", num_frames=5)
-    frames = data.decode(path, lambda n, fps: data.clip_indices(n, fps, 8, 2, 0.5), "decord")
+    frames = decode(path, lambda n, fps: clip_indices(n, fps, 8, 2, 0.5), "decord")
     # The reference clamps: linspace(0, 15, 8) = 0, 2.1, 4.3, 6.4, ... -> 0, 2, 4, 4, ...
     assert [frame_number(f) for f in frames] == [0, 2, 4, 4, 4, 4, 4, 4]
 
@@ -135,24 +139,24 @@ def test_slow_frames_are_picked_from_the_fast_clip_by_the_reference_formula():
 
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_train_and_test_clip_shapes(kinetics, decoder):
-    videos = data.read_video_list(kinetics)
-    train = data.VideoDataset(videos, SMALL, train=True, decoder=decoder, seed=1)
+    videos = read_video_list(kinetics)
+    train = VideoDataset(videos, SMALL, train=True, decoder=decoder, seed=1)
     item = train[0]
     assert item["clip"].shape == (3, 8, 32, 32) and item["clip"].dtype == torch.uint8
     assert item["failures"] == [] and item["label"] == 1
-    again = data.VideoDataset(videos, SMALL, train=True, decoder=decoder, seed=1)[0]
+    again = VideoDataset(videos, SMALL, train=True, decoder=decoder, seed=1)[0]
     assert torch.equal(item["clip"], again["clip"])  # randomness comes from (seed, epoch, index)
-    test = data.VideoDataset(videos, SMALL, train=False, decoder=decoder)[2]
+    test = VideoDataset(videos, SMALL, train=False, decoder=decoder)[2]
     assert test["clip"].shape == (9, 3, 8, 40, 40) and test["error"] is None
-    normalized = data.normalize(test["clip"])
+    normalized = normalize(test["clip"])
     assert normalized.dtype == torch.float32
     assert torch.allclose(normalized, (test["clip"].float() / 255 - 0.45) / 0.225)
 
 
 def test_test_views_are_uniform_clips_times_three_crops(tmp_path):
     write_video(tmp_path / "c" / "x" / "v.mp4", num_frames=90, size=(40, 80))
-    videos = data.read_video_list(tmp_path / "c")
-    views = data.VideoDataset(videos, SMALL, train=False)[0]["clip"]
+    videos = read_video_list(tmp_path / "c")
+    views = VideoDataset(videos, SMALL, train=False)[0]["clip"]
     assert views.shape == (9, 3, 8, 40, 40)  # clip-major: 3 clips x 3 crops
     first_frames = [frame_number(views[v, :, 0]) for v in range(9)]
     assert first_frames == [0, 0, 0, 37, 37, 37, 74, 74, 74]  # 3 clips over the 90-16=74 frames of room
@@ -160,7 +164,7 @@ def test_test_views_are_uniform_clips_times_three_crops(tmp_path):
 
 def test_three_crops_positions():
     frames = torch.arange(10).view(1, 10).expand(4, 10)  # H 4, W 10
-    crops = data.three_crops(frames, 4)
+    crops = three_crops(frames, 4)
     assert [c[0].tolist() for c in crops] == [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]
 
 
@@ -182,9 +186,9 @@ def dataset_with_bad_files(tmp_path):
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_train_loader_quarantines_bad_videos(dataset_with_bad_files, decoder):
     root, bad = dataset_with_bad_files
-    videos = data.read_video_list(root)
-    dataset = data.VideoDataset(videos, SMALL, train=True, decoder=decoder)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=data.collate)
+    videos = read_video_list(root)
+    dataset = VideoDataset(videos, SMALL, train=True, decoder=decoder)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate)
     seen, failures = [], {}
     for epoch in range(2):
         dataset.set_epoch(epoch)
@@ -201,9 +205,9 @@ def test_train_loader_quarantines_bad_videos(dataset_with_bad_files, decoder):
 
 def test_test_loader_excludes_bad_videos(dataset_with_bad_files):
     root, bad = dataset_with_bad_files
-    videos = data.read_video_list(root)
-    dataset = data.VideoDataset(videos, SMALL, train=False)
-    batch = data.collate([dataset[i] for i in range(len(dataset))])
+    videos = read_video_list(root)
+    dataset = VideoDataset(videos, SMALL, train=False)
+    batch = collate([dataset[i] for i in range(len(dataset))])
     assert batch["clip"].shape[0] == len(videos.paths) - len(bad)
     assert {videos.paths[i] for i, _ in batch["failures"]} == bad
 
@@ -214,17 +218,17 @@ def test_synth_dataset_reads_end_to_end(tmp_path, decoder):
     import sys
 
     out = tmp_path / "s"
-    result = subprocess.run([sys.executable, "-m", "sfcli", "synth", str(out), "--classes", "3", "--train-per-class", "2",
-                             "--val-per-class", "1", "--size", "64", "--frames", "40", "--json"],
+    result = subprocess.run([sys.executable, "-m", "sfcli", "synth", str(out), "--classes", "3", "--train-per-class",
+                             "2", "--val-per-class", "1", "--size", "64", "--frames", "40", "--json"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    videos = data.read_video_list(out / "train.csv")
+    videos = read_video_list(out / "train.csv")
     assert videos.kind == "kinetics-csv" and len(videos.paths) == 6 and len(videos.classes) == 3
-    train = data.VideoDataset(videos, SMALL, train=True, decoder=decoder)
-    batch = data.collate([train[i] for i in range(len(train))])
+    train = VideoDataset(videos, SMALL, train=True, decoder=decoder)
+    batch = collate([train[i] for i in range(len(train))])
     assert batch["clip"].shape == (6, 3, 8, 32, 32) and batch["failures"] == []
     assert sorted(batch["label"].tolist()) == [0, 0, 1, 1, 2, 2]
-    val = data.read_video_list(out / "val.csv", classes=videos.classes)
+    val = read_video_list(out / "val.csv", classes=videos.classes)
     assert len(val.paths) == 3
 
 

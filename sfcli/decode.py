@@ -1,0 +1,133 @@
+"""Decoding: the frames a caller picks from one video, with decord where it is installed and reads
+the file, else PyAV; and the probe of a video's length and rate."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sfcli.errors import VideoError
+from sfcli.transforms import REFERENCE_FPS
+
+try:  # decord has no wheels for some platforms; PyAV is the fallback
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)  # FFmpeg's own messages; ours say it in one line
+except ImportError:  # pragma: no cover - depends on the platform
+    decord = None
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """decord's C++ layer prints its own error for a file it cannot open before raising; the
+    raised error is reported instead, in one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _decode_decord(path: Path, pick_indices):
+    with _native_stderr_silenced():
+        reader = decord.VideoReader(str(path), num_threads=1)
+    num_frames, fps = len(reader), reader.get_avg_fps()
+    if num_frames < 1:
+        raise VideoError("no video frames")
+    indices = pick_indices(num_frames, fps)
+    wanted = sorted(set(indices))
+    return reader.get_batch(wanted).asnumpy(), wanted, indices
+
+
+def _pyav_frames(container, stream, wanted: list[int], fps: float, seek: bool) -> dict[int, np.ndarray]:
+    """The wanted frames (sorted indices) as RGB arrays. With `seek`, decoding starts at the key
+    frame before the first wanted one and a frame's index comes from its timestamp (nothing is
+    returned if a frame has none); otherwise frames are counted in order from the start."""
+    start = stream.start_time or 0
+    if seek:
+        container.seek(start + int(wanted[0] / fps / stream.time_base), stream=stream)  # backward, to a key frame
+    wanted_set, got, index = set(wanted), {}, -1
+    for frame in container.decode(stream):
+        if not seek:
+            index += 1
+        elif frame.pts is None:
+            return {}
+        else:
+            index = round(float((frame.pts - start) * stream.time_base) * fps)
+        if index in wanted_set:
+            got[index] = frame.to_ndarray(format="rgb24")
+        if index >= wanted[-1]:
+            break
+    return got
+
+
+def _decode_pyav(path: Path, pick_indices):
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise VideoError("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate or stream.guessed_rate or REFERENCE_FPS)
+        num_frames = stream.frames
+        if not num_frames and stream.duration:
+            num_frames = int(float(stream.duration * stream.time_base) * fps)
+        if not num_frames:
+            num_frames = sum(1 for _ in container.decode(stream))
+            container.seek(0)
+        indices = pick_indices(num_frames, fps)
+        wanted = sorted(set(indices))
+        # Seeking spares decoding everything before a late window; where it cannot place the first
+        # wanted frame (no timestamps, an inexact seek), the frames are counted from the start.
+        got = _pyav_frames(container, stream, wanted, fps, seek=True) if wanted[0] > 0 else {}
+        if wanted[0] not in got:
+            if wanted[0] > 0:
+                container.seek(0)
+            got = _pyav_frames(container, stream, wanted, fps, seek=False)
+    if not got:
+        raise VideoError("no frame could be decoded")
+    # A container that overstates its length: the last decoded frame stands in for the rest.
+    last = got[max(got)]
+    return np.stack([got.get(i, last) for i in wanted]), wanted, indices
+
+
+# Decoders by name; each takes (path, pick_indices) and returns (frames of the distinct wanted
+# indices, those indices sorted, the indices as asked).
+BACKENDS = {"decord": _decode_decord, "pyav": _decode_pyav}
+
+
+def decode(path, pick_indices, decoder: str = "auto") -> torch.Tensor:
+    """Frames (len(indices), H, W, 3) uint8 of one video, where pick_indices(num_frames, fps)
+    chooses them; each distinct frame is decoded once. "auto" is decord, then PyAV where decord
+    is missing or fails on the file. Raises VideoError with the reasons."""
+    if decoder == "decord" and decord is None:
+        raise VideoError("decord is not installed")
+    names = [n for n in ("decord", "pyav") if n != "decord" or decord is not None] if decoder == "auto" else [decoder]
+    reasons = []
+    for name in names:
+        try:
+            frames, wanted, indices = BACKENDS[name](Path(path), pick_indices)
+        except Exception as e:  # decoders raise many types; each is one reason this file is bad
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reasons.append(f"{name}: {message}")
+            continue
+        position = {frame: i for i, frame in enumerate(wanted)}
+        return torch.from_numpy(frames[[position[i] for i in indices]])
+    raise VideoError("; ".join(reasons))
+
+
+def probe(path, decoder: str = "auto") -> tuple[int, float]:
+    """(frame count, frame rate) of a video, decoding one frame."""
+    found = {}
+    decode(path, lambda num_frames, fps: found.update(num_frames=num_frames, fps=fps) or [0], decoder)
+    return found["num_frames"], found["fps"]

@@ -1,0 +1,171 @@
+"""Dataset lists users already have: the official Kinetics annotation CSV, PySlowFast `path label`
+lists and a folder of class folders, read into one VideoList; and labels files of class names."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sfcli.errors import DataError
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+KINETICS_HEADER = ("label", "youtube_id", "time_start", "time_end")
+
+
+@dataclass(frozen=True)
+class VideoList:
+    paths: list[Path]
+    labels: list[int]
+    classes: list[str]
+    kind: str  # "kinetics-csv", "pyslowfast-list" or "folder"
+    source: Path
+
+
+def read_labels_file(path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"labels file {path} does not exist")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DataError(f"labels file {path} is empty")
+    return names
+
+
+def detect_kind(path: Path) -> str:
+    if path.is_dir():
+        return "folder"
+    if not path.is_file():
+        raise DataError(f"--data {path} does not exist")
+    with open(path, newline="", errors="replace") as f:
+        first = f.readline().strip()
+    if not first:
+        raise DataError(f"{path} is empty")
+    if tuple(c.strip() for c in first.split(",")[:4]) == KINETICS_HEADER:
+        return "kinetics-csv"
+    if "," not in first and len(first.rsplit(" ", 1)) == 2:
+        return "pyslowfast-list"
+    raise DataError(
+        f"{path} is neither a Kinetics CSV (header label,youtube_id,time_start,time_end,split) nor a "
+        f"PySlowFast list ('path label' per line)"
+    )
+
+
+def _index_videos(root: Path) -> dict[str, list[Path]]:
+    """Video files under root (three levels deep), by file stem: Kinetics clips live in
+    root/<label>/, root/<split>/<label>/ or flat."""
+    found: dict[str, list[Path]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        if len(Path(dirpath).relative_to(root).parts) >= 3:
+            dirnames.clear()
+        for name in filenames:
+            if name.lower().endswith(VIDEO_EXTENSIONS):
+                found.setdefault(os.path.splitext(name)[0], []).append(Path(dirpath) / name)
+    return found
+
+
+def _read_kinetics_csv(path: Path, root: Path):
+    rows = []
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = [c.strip() for c in next(reader)]
+        for lineno, row in enumerate(reader, start=2):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) < 4:
+                raise DataError(f"{path}, line {lineno}: expected {len(header)} columns ({','.join(header)}), "
+                                f"got {len(row)}")
+            try:
+                start, end = int(float(row[2])), int(float(row[3]))
+            except ValueError:
+                raise DataError(f"{path}, line {lineno}: time_start and time_end must be numbers, "
+                                f"got {row[2]!r}, {row[3]!r}") from None
+            rows.append((row[0].strip(), row[1].strip(), start, end, row[4].strip() if len(row) > 4 else ""))
+    index = _index_videos(root)
+    entries = []
+    for label, youtube_id, start, end, split in rows:
+        stem = f"{youtube_id}_{start:06d}_{end:06d}"
+        candidates = index.get(stem, [])
+        # Prefer the clip in its own label folder where several share a name.
+        best = next((p for p in candidates if p.parent.name == label), candidates[0] if candidates else None)
+        entries.append((best or root / split / label / f"{stem}.mp4", label))
+    return entries
+
+
+def _read_pyslowfast_list(path: Path, root: Path):
+    entries = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.strip().rsplit(" ", 1)  # paths may hold spaces; the label is last
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DataError(f"{path}, line {lineno}: expected 'path label' with an integer label, got {line.strip()!r}")
+        entries.append((root / parts[0], int(parts[1])))
+    return entries
+
+
+def _read_folder(root: Path):
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root} has no class folders (expected {root}/<class name>/<video>)")
+    entries = []
+    for name in classes:
+        for dirpath, _, filenames in os.walk(root / name):
+            entries += [(Path(dirpath) / f, name) for f in sorted(filenames) if f.lower().endswith(VIDEO_EXTENSIONS)]
+    return entries
+
+
+def read_video_list(data, prefix=None, labels=None, classes=None, skip_missing: bool = False) -> VideoList:
+    """Read a Kinetics CSV, a PySlowFast list or a class-folder tree.
+
+    Relative paths resolve against the list's folder, or `prefix`. Class names come from `classes`
+    (a checkpoint's), else a labels file, else the label column / folder names sorted (the order
+    of Kinetics checkpoints). Missing files are reported together, or dropped with skip_missing.
+    """
+    data = Path(data)
+    kind = detect_kind(data)
+    root = Path(prefix) if prefix else (data if kind == "folder" else data.parent)
+    if kind == "kinetics-csv":
+        entries = _read_kinetics_csv(data, root)
+    elif kind == "pyslowfast-list":
+        entries = _read_pyslowfast_list(data, root)
+    else:
+        entries = _read_folder(data)
+    if not entries:
+        raise DataError(f"{data} lists no videos")
+
+    if classes is None and labels is not None:
+        classes = read_labels_file(labels)
+    if kind == "pyslowfast-list":
+        top = max(label for _, label in entries)
+        classes = list(classes) if classes is not None else [str(i) for i in range(top + 1)]
+        bad = [label for _, label in entries if not 0 <= label < len(classes)]
+        if bad:
+            raise DataError(f"{data} has label {bad[0]} but there are only {len(classes)} classes")
+        label_ids = [label for _, label in entries]
+    else:
+        classes = list(classes) if classes is not None else sorted({label for _, label in entries})
+        lookup = {name: i for i, name in enumerate(classes)}
+        unknown = sorted({label for _, label in entries if label not in lookup})
+        if unknown:
+            raise DataError(
+                f"{data} has {len(unknown)} label(s) not among the {len(classes)} classes, e.g. {unknown[0]!r}"
+            )
+        label_ids = [lookup[label] for _, label in entries]
+
+    paths = [Path(p) for p, _ in entries]
+    missing = [i for i, p in enumerate(paths) if not p.is_file()]
+    if missing and not skip_missing:
+        shown = ", ".join(str(paths[i]) for i in missing[:3])
+        raise DataError(
+            f"{len(missing)} of {len(paths)} videos listed in {data} are missing (paths resolved against "
+            f"{root}; use --prefix to change that, or --skip-missing to drop them): {shown}"
+            + (", ..." if len(missing) > 3 else "")
+        )
+    if missing:
+        keep = sorted(set(range(len(paths))) - set(missing))
+        paths, label_ids = [paths[i] for i in keep], [label_ids[i] for i in keep]
+        if not paths:
+            raise DataError(f"every video listed in {data} is missing")
+    return VideoList(paths, label_ids, classes, kind, data)
