@@ -1,6 +1,5 @@
-"""A run folder: config.json, metrics.jsonl, bad_videos.json, test.json and checkpoint.pt, each
-replaced whole so that a kill at any instant loses no finished work, and the state a run
-resumes from."""
+"""A run folder (config.json, metrics.jsonl, bad_videos.json, test.json, checkpoint.pt), written
+so that a kill at any instant loses no finished work, and the state a run resumes from."""
 
 from __future__ import annotations
 
