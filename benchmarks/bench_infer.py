@@ -37,13 +37,12 @@ from rich.console import Console
 from rich.table import Table
 
 from sfcli import checkpoint as ck
-from sfcli.data import ClipConfig
 from sfcli.files import save_checkpoint
 from sfcli.layouts import translate
 from sfcli.model import SlowFast
-from sfcli.presets import build_config
+from sfcli.presets import PRESETS, build_config
 from sfcli.synth import encode, pick_codec, render
-from sfcli.transforms import MEAN, STD, uniform_positions
+from sfcli.transforms import uniform_positions
 
 # pytorchvideo.transforms imports torchvision's functional_tensor, renamed _functional_tensor in
 # torchvision 0.17: the same module under its old name lets the real transforms import.
@@ -70,7 +69,7 @@ def twin_checkpoint(folder: Path, crop: int) -> tuple[torch.nn.Module, Path]:
     reference = reference_model(crop)
     model = SlowFast(cfg)
     ck.load_weights(model, translate(reference.state_dict(), "pytorchvideo", "sfcli"))
-    clip = ClipConfig.for_model(cfg, crop=round(crop * 224 / 256), test_short=crop, test_crop=crop)
+    clip = dataclasses.replace(PRESETS[ARCH].clip_config(cfg, round(crop * 224 / 256)), test_short=crop, test_crop=crop)
     path = folder / "sfcli.pt"
     save_checkpoint(path, ck.make_payload(model, ck.kinetics400_classes(), ARCH, clip=dataclasses.asdict(clip)))
     return reference, path
@@ -87,10 +86,11 @@ def pack_pathway(fast: torch.Tensor, slow_frames: int) -> list[torch.Tensor]:
 
 def reference_pipeline(model, path: Path, crop: int, no_grad: bool, num_clips: int = 10,
                        num_crops: int = 3) -> torch.Tensor:
-    cfg = build_config(ARCH)
+    preset = PRESETS[ARCH]
+    cfg = preset.model
     transform = torchvision.transforms.Compose([
-        pvt.UniformTemporalSubsample(cfg.fast_frames), pvt.Div255(), pvt.Normalize((MEAN,) * 3, (STD,) * 3),
-        pvt.ShortSideScale(crop),
+        pvt.UniformTemporalSubsample(cfg.fast_frames), pvt.Div255(),
+        pvt.Normalize((preset.mean,) * 3, (preset.std,) * 3), pvt.ShortSideScale(crop),
     ])
     crops = pvt.UniformCropVideo(crop)
     video = EncodedVideo.from_path(str(path), decode_audio=False)

@@ -30,10 +30,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from sfcli.data import ClipConfig, VideoDataset, collate
+from sfcli.data import VideoDataset, collate
 from sfcli.decode import BACKENDS, decode
-from sfcli.presets import build_config
-from sfcli.transforms import MEAN, STD, clip_indices, normalize
+from sfcli.presets import build_config, clip_config
+from sfcli.transforms import clip_indices, normalize
 from sfcli.videolist import read_video_list
 
 
@@ -88,7 +88,7 @@ class PySlowFastStyle(VideoDataset):
             return clip_indices(num_frames, fps, self.clip.frames, self.clip.stride, start)
 
         frames = decode(self.videos.paths[index], pick, "pyslowfast")  # (T, H, W, C) uint8
-        frames = ((frames.float() / 255 - MEAN) / STD).permute(3, 0, 1, 2)  # (C, T, H, W)
+        frames = ((frames.float() / 255 - self.clip.mean) / self.clip.std).permute(3, 0, 1, 2)  # (C, T, H, W)
         h, w = frames.shape[-2:]
         size = (short, round(w * short / h)) if h <= w else (round(h * short / w), short)
         frames = torch.nn.functional.interpolate(frames, size=size, mode="bilinear", align_corners=False)
@@ -106,7 +106,7 @@ def clips_per_second(dataset, workers: int, batch_size: int = 4) -> float:
     for batch in loader:
         clips = batch["clip"]
         if clips.dtype == torch.uint8:
-            clips = normalize(clips)
+            clips = normalize(clips, dataset.clip.mean, dataset.clip.std)
         if start is None:
             start = time.perf_counter()
             continue
@@ -132,7 +132,7 @@ def main():
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     BACKENDS["pyslowfast"] = pyslowfast_decode
-    clip = ClipConfig.for_model(build_config(args.arch), crop=args.crop)
+    clip = clip_config(build_config(args.arch), args.arch, args.crop)
     with tempfile.TemporaryDirectory() as tmp:
         write_videos(Path(tmp), args.videos)
         videos = read_video_list(tmp)

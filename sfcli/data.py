@@ -12,14 +12,21 @@ import torch
 
 from sfcli.decode import decode
 from sfcli.errors import VideoError
-from sfcli.transforms import clip_indices, resize_short_side, three_crops, uniform_positions
+from sfcli.transforms import (
+    KINETICS_MEAN,
+    KINETICS_STD,
+    clip_indices,
+    resize_short_side,
+    three_crops,
+    uniform_positions,
+)
 from sfcli.videolist import VideoList
 
 
 @dataclass(frozen=True)
 class ClipConfig:
-    """How clips are cut and transformed. `frames` at `stride` is the Fast-rate clip (alpha*T
-    frames, tau/alpha apart on the 30 fps time base)."""
+    """How clips are cut and transformed (a preset's pipeline: sfcli.presets). `frames` at
+    `stride` is the Fast-rate clip (alpha*T frames, tau/alpha apart on the 30 fps time base)."""
 
     frames: int = 32
     stride: int = 2
@@ -30,21 +37,8 @@ class ClipConfig:
     test_crop: int = 256
     num_clips: int = 10  # test views: clips uniform in time x crops across the long side
     num_crops: int = 3
-
-    @classmethod
-    def for_model(cls, model_cfg, crop: int = 224, **overrides) -> ClipConfig:
-        """The paper's recipe scaled to `crop`: short side jittered in crop * [256, 320] / 224,
-        tested at crop * 256 / 224."""
-        scaled = {
-            "frames": model_cfg.fast_frames,
-            "stride": model_cfg.fast_stride,
-            "crop": crop,
-            "min_short": round(crop * 256 / 224),
-            "max_short": round(crop * 320 / 224),
-            "test_short": round(crop * 256 / 224),
-            "test_crop": round(crop * 256 / 224),
-        }
-        return cls(**{**scaled, **{k: v for k, v in overrides.items() if v is not None}})
+    mean: float = KINETICS_MEAN  # the network's input is (pixel / 255 - mean) / std
+    std: float = KINETICS_STD
 
     @property
     def views(self) -> int:

@@ -110,7 +110,7 @@ def evaluate(model: SlowFast, videos: VideoList, clip: ClipConfig, device: torch
         failures += batch["failures"]
         if batch["clip"] is not None:
             b, v = batch["clip"].shape[:2]
-            probs = view_probabilities(model, batch["clip"].flatten(0, 1), device, amp)
+            probs = view_probabilities(model, batch["clip"].flatten(0, 1), clip, device, amp)
             scores.append(probs.reshape(b, v, -1).sum(1))
             labels.append(batch["label"])
         seen += len(batch["index"]) + len(batch["failures"])

@@ -34,7 +34,7 @@ def infer_video(predictor: Predictor, path, top_k: int = 5, window: float | None
 
     def predict(span=None):
         views = test_views(path, p.clip, decoder, span)[0]
-        return view_probabilities(p.model, views, p.device).mean(0)
+        return view_probabilities(p.model, views, p.clip, p.device).mean(0)
 
     result = {"video": str(path), "seconds": round(seconds, 3), "fps": round(fps, 3), "windows": []}
     if window is None:

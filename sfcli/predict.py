@@ -60,14 +60,14 @@ def view_chunk(device: torch.device, views: int) -> int:
 
 
 @torch.inference_mode()
-def view_probabilities(model, views: torch.Tensor, device: torch.device, amp: bool = False,
+def view_probabilities(model, views: torch.Tensor, clip: ClipConfig, device: torch.device, amp: bool = False,
                        chunk: int | None = None) -> torch.Tensor:
-    """Softmax scores (N, classes), float32 on the CPU, of N uint8 views (N, C, T, H, W), run
-    through the network `chunk` views at a time."""
+    """Softmax scores (N, classes), float32 on the CPU, of N uint8 views (N, C, T, H, W) cut as
+    `clip` says, normalised as it says and run through the network `chunk` views at a time."""
     chunk = chunk or view_chunk(device, len(views))
     out = []
     for part in views.split(chunk):
         with autocast(device, amp):
-            logits = model(normalize(part.to(device, non_blocking=True)))
+            logits = model(normalize(part.to(device, non_blocking=True), clip.mean, clip.std))
         out.append(logits.float().softmax(dim=1).cpu())
     return torch.cat(out)

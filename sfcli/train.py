@@ -134,7 +134,7 @@ def train_step(t: Training, batch: dict, lr: float) -> None:
     for group in t.optimizer.param_groups:
         group["lr"] = lr
     torch.manual_seed(step_seed(t.cfg.seed, state.epoch, state.step))
-    x = normalize(batch["clip"].to(t.device, non_blocking=True))
+    x = normalize(batch["clip"].to(t.device, non_blocking=True), t.clip.mean, t.clip.std)
     y = batch["label"].to(t.device, non_blocking=True)
     with autocast(t.device, t.cfg.amp):
         logits = t.net(x)

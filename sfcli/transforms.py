@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 REFERENCE_FPS = 30  # clips are sampled on a 30 fps time base whatever the file's own rate
-MEAN, STD = 0.45, 0.225
+KINETICS_MEAN, KINETICS_STD = 0.45, 0.225  # of RGB on [0, 1], one value for every channel
 
 
 def clip_indices(num_frames: int, fps: float, frames: int, stride: int, start_fraction: float) -> list[int]:
@@ -46,6 +46,6 @@ def three_crops(frames: torch.Tensor, crop: int, num_crops: int = 3) -> list[tor
     return [frames[..., round((h - crop) * s) : round((h - crop) * s) + crop, x : x + crop] for s in starts]
 
 
-def normalize(clips: torch.Tensor) -> torch.Tensor:
-    """uint8 clips (..., C, T, H, W) to the network's float input: /255, mean 0.45, std 0.225."""
-    return (clips / 255).sub_(MEAN).div_(STD)  # one new tensor, not three
+def normalize(clips: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 clips (..., C, T, H, W) to the network's float input: (clips / 255 - mean) / std."""
+    return (clips / 255).sub_(mean).div_(std)  # one new tensor, not three

@@ -107,7 +107,7 @@ def _choose_preset(fields: dict) -> str:
 
     def score(item):
         position, (name, preset) = item
-        agree = sum(weights.get(f, 1) for f, v in fields.items() if _fits(v, getattr(preset, f)))
+        agree = sum(weights.get(f, 1) for f, v in fields.items() if _fits(v, getattr(preset.model, f)))
         return (-agree, "8x8" not in name, position)
 
     return min(enumerate(PRESETS.items()), key=score)[1][0]
@@ -130,7 +130,7 @@ def infer_config(state_dict: Mapping, arch: str | None = None, hints: dict | Non
         arch = _choose_preset(fields)
     elif arch not in PRESETS:
         raise CheckpointError(f"unknown architecture {arch!r}; choose one of {', '.join(PRESETS)}")
-    preset = PRESETS[arch]
+    preset = PRESETS[arch].model
     values = {}
     conflicts = []
     for name, value in fields.items():

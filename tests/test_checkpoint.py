@@ -308,7 +308,7 @@ def test_layouts_round_trip_and_infer_every_preset(arch):
     pys = translate(sd, "sfcli", "pyslowfast")
     assert all(known(k, "pyslowfast") for k in pys)
     assert translate(pys, "pyslowfast", "sfcli").keys() == sd.keys()
-    if PRESETS[arch].pathway == "slowfast" and not PRESETS[arch].nonlocal_res4:
+    if PRESETS[arch].model.pathway == "slowfast" and not PRESETS[arch].model.nonlocal_res4:
         ptv = translate(sd, "sfcli", "pytorchvideo")
         assert all(known(k, "pytorchvideo") for k in ptv)
         assert translate(ptv, "pytorchvideo", "sfcli").keys() == sd.keys()
@@ -316,7 +316,7 @@ def test_layouts_round_trip_and_infer_every_preset(arch):
     inferred, config = infer_config(sd)
     # Slow-only 4x16 and 8x8 have the same weights: the 8x8 preset is the documented choice.
     assert inferred == ("slow_8x8_r50" if arch == "slow_4x16_r50" else arch)
-    assert config == PRESETS[inferred]
+    assert config == PRESETS[inferred].model
 
 
 def test_nonlocal_blocks_map_to_pyslowfast_names():

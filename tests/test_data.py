@@ -148,7 +148,7 @@ def test_train_and_test_clip_shapes(kinetics, decoder):
     assert torch.equal(item["clip"], again["clip"])  # randomness comes from (seed, epoch, index)
     test = VideoDataset(videos, SMALL, train=False, decoder=decoder)[2]
     assert test["clip"].shape == (9, 3, 8, 40, 40) and test["error"] is None
-    normalized = normalize(test["clip"])
+    normalized = normalize(test["clip"], SMALL.mean, SMALL.std)
     assert normalized.dtype == torch.float32
     assert torch.allclose(normalized, (test["clip"].float() / 255 - 0.45) / 0.225)
 

@@ -9,12 +9,13 @@ import torch
 
 from conftest import frame_number, one_line_error, sfcli, write_video
 from sfcli import checkpoint as ck
-from sfcli.data import ClipConfig, test_views
+from sfcli import data
+from sfcli.data import ClipConfig
 from sfcli.files import load_checkpoint, save_checkpoint
 from sfcli.infer import infer_video
 from sfcli.layouts import translate
 from sfcli.predict import load_predictor
-from sfcli.presets import create_model
+from sfcli.presets import Preset, create_model
 from sfcli.videolist import read_video_list
 
 CLASSES = ["a", "b", "c", "d"]
@@ -24,7 +25,7 @@ def tiny_checkpoint(path, classes, seed=0):
     """A random-weights slowfast_tiny sfcli checkpoint tested on small views (fast on the CPU)."""
     torch.manual_seed(seed)
     model = create_model("slowfast_tiny", num_classes=len(classes))
-    clip = ClipConfig.for_model(model.cfg, crop=32)
+    clip = Preset(model.cfg).clip_config(crop=32)  # the paper's pipeline at 32 px
     return save_checkpoint(path, ck.make_payload(model, classes, "slowfast_tiny", clip=dataclasses.asdict(clip)))
 
 
@@ -106,7 +107,7 @@ def test_a_window_decodes_only_its_own_frames(videos, decoder):
     """Clips placed uniformly inside the window's frames (PyAV seeks to the key frame before them)."""
     _, _, long = videos
     clip = ClipConfig(frames=8, stride=2, test_short=48, test_crop=48, num_clips=2, num_crops=1)
-    views = test_views(long, clip, decoder, seconds=(3, 5))[0]  # frames 90 to 149
+    views = data.test_views(long, clip, decoder, seconds=(3, 5))[0]  # frames 90 to 149
     frames = [[frame_number(views[v, :, t]) for t in range(clip.frames)] for v in range(2)]
     assert frames[0][0] == 90 and frames[1][-1] == 149
     assert all(90 <= f < 150 for clip_frames in frames for f in clip_frames)

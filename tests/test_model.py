@@ -78,7 +78,7 @@ def test_fast_and_slow_pathways_see_their_frames():
     ("slowfast_8x8_r101", 62_826_968),
 ])
 def test_parameter_counts_exactly(arch, params):
-    assert describe(PRESETS[arch], arch)["params"] == params
+    assert describe(PRESETS[arch].model, arch)["params"] == params
 
 
 # GFLOPs (multiply-adds x 1e-9) of one 256^2 test view, paper Tables 2 and 5.

@@ -64,7 +64,7 @@ def test_hub_models_are_the_presets(name):
     kernel of both pathways (Slow: 1 in conv1, res2, res3, 3 in every res4 and res5 block)."""
     with torch.device("meta"):
         got = settings(build_reference(name))
-    cfg = PRESETS[HUB[name]]
+    cfg = PRESETS[HUB[name]].model
     blocks = STAGE_BLOCKS[cfg.depth]
     assert cfg.temporal_res4 is None and cfg.nonlocal_res4 == ()
     expected = {
@@ -81,7 +81,7 @@ def test_hub_models_are_the_presets(name):
 def reference(request):
     """A hub model with random weights, its logits on one clip, and its weights in three files."""
     name = request.param
-    cfg = PRESETS[HUB[name]]
+    cfg = PRESETS[HUB[name]].model
     torch.manual_seed(0)
     side = SIZE // 32
     model = build_reference(name, head_pool_kernel_sizes=((cfg.frames, side, side), (cfg.fast_frames, side, side)))
@@ -116,7 +116,7 @@ def reference(request):
 def test_logits_match_the_reference(reference, layout):
     started = time.perf_counter()
     model, info = ck.load_model(reference["files"][layout])
-    assert info.arch == reference["arch"] and info.config == PRESETS[reference["arch"]]
+    assert info.arch == reference["arch"] and info.config == PRESETS[reference["arch"]].model
     assert info.format == ("pyslowfast" if layout == "pyslowfast" else "pytorchvideo")
     assert info.classes_source == "kinetics400" and len(info.classes) == 400
 
