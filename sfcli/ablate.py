@@ -19,7 +19,7 @@ from sfcli.console import Reporter
 from sfcli.cost import count_gflops
 from sfcli.distributed import is_main_process
 from sfcli.errors import AblationError
-from sfcli.model import parse_fraction
+from sfcli.model_config import parse_fraction
 from sfcli.presets import build_config, clip_config
 from sfcli.recipe import TrainConfig
 from sfcli.train import train

@@ -25,7 +25,8 @@ from sfcli.cost import count_params
 from sfcli.errors import CheckpointError, ConfigError
 from sfcli.files import load_checkpoint, save_checkpoint
 from sfcli.layouts import translate, unwrap
-from sfcli.model import ModelConfig, SlowFast
+from sfcli.model import SlowFast
+from sfcli.model_config import ModelConfig
 from sfcli.presets import PRESETS
 from sfcli.weights_config import infer_config, pyslowfast_cfg_hints
 

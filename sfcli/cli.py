@@ -14,15 +14,13 @@ from rich.table import Table
 
 import torch.distributed as dist
 
-from sfcli import ablate
+from sfcli import ablate, model_config, presets
 from sfcli import infer as sfinfer
-from sfcli import model as sfmodel
-from sfcli import presets
 from sfcli.console import Reporter, make_console
 from sfcli.cost import describe
 from sfcli.devices import keep_freed_memory, pick_device
 from sfcli.distributed import init_distributed, is_main_process
-from sfcli.errors import Interrupted, SfcliError
+from sfcli.errors import ConfigError, Interrupted, SfcliError
 from sfcli.evaluate import EvalResult, evaluate_checkpoint
 from sfcli.predict import load_predictor
 from sfcli.recipe import TrainConfig
@@ -30,7 +28,7 @@ from sfcli.train import train as train_run
 from sfcli.videolist import read_video_list
 
 DEFAULT_ARCH = "slowfast_4x16_r50"
-MODEL_FIELDS = {f.name for f in dataclasses.fields(sfmodel.ModelConfig)}
+MODEL_FIELDS = {f.name for f in dataclasses.fields(model_config.ModelConfig)}
 
 console = make_console()
 err_console = make_console(stderr=True)
@@ -54,9 +52,9 @@ def model_options(fn):
         click.option("--tau", type=int, help="Temporal stride of the Slow pathway, in 30 fps frames."),
         click.option("--fusion-kernel", type=int, help="Temporal kernel of the T-conv laterals."),
         click.option("--fusion-ratio", type=int, help="T-conv lateral output channels / Fast channels."),
-        click.option("--lateral", type=click.Choice(sfmodel.LATERALS), help="Fast-to-Slow connection."),
-        click.option("--pathway", type=click.Choice(sfmodel.PATHWAYS), help="Which pathways to build."),
-        click.option("--fast-input", type=click.Choice(sfmodel.FAST_INPUTS), help="What the Fast pathway sees."),
+        click.option("--lateral", type=click.Choice(model_config.LATERALS), help="Fast-to-Slow connection."),
+        click.option("--pathway", type=click.Choice(model_config.PATHWAYS), help="Which pathways to build."),
+        click.option("--fast-input", type=click.Choice(model_config.FAST_INPUTS), help="What the Fast pathway sees."),
         click.option("--nonlocal-res4", help="Comma-separated res4 blocks followed by a non-local block."),
         click.option("--temporal-res4", type=int, help="res4 blocks with a temporal kernel (default all)."),
         click.option("--num-classes", type=int, help="Classes of the classifier."),
@@ -69,7 +67,7 @@ def model_options(fn):
     return fn
 
 
-def config_from_options(arch: str, overrides: dict) -> sfmodel.ModelConfig:
+def config_from_options(arch: str, overrides: dict) -> model_config.ModelConfig:
     if overrides.get("nonlocal_res4") is not None:
         try:
             overrides["nonlocal_res4"] = tuple(int(i) for i in overrides["nonlocal_res4"].split(",") if i.strip())
@@ -77,7 +75,7 @@ def config_from_options(arch: str, overrides: dict) -> sfmodel.ModelConfig:
             raise UserError(f"--nonlocal-res4 takes comma-separated block numbers, got {overrides['nonlocal_res4']!r}")
     try:
         return presets.build_config(arch, **overrides)
-    except sfmodel.ConfigError as e:
+    except ConfigError as e:
         raise UserError(str(e)) from None
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sfcli.model import ModelConfig, SlowFast
+from sfcli.model import SlowFast
+from sfcli.model_config import ModelConfig
 
 
 def count_params(model: nn.Module) -> int:

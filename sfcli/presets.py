@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from sfcli.data import ClipConfig
 from sfcli.errors import ConfigError
-from sfcli.model import ModelConfig, SlowFast
+from sfcli.model import SlowFast
+from sfcli.model_config import ModelConfig
 from sfcli.transforms import KINETICS_MEAN, KINETICS_STD
 
 

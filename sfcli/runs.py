@@ -17,7 +17,7 @@ from sfcli.distributed import is_main_process
 from sfcli.errors import TrainingError
 from sfcli.evaluate import BadVideo
 from sfcli.files import load_checkpoint, save_checkpoint, write_atomic
-from sfcli.model import ModelConfig
+from sfcli.model_config import ModelConfig
 from sfcli.recipe import RESUMABLE, TrainConfig
 from sfcli.videolist import VideoList
 

@@ -24,7 +24,8 @@ from sfcli.distributed import all_max, all_sum, gather, is_main_process, world
 from sfcli.errors import Interrupted, TrainingError
 from sfcli.evaluate import BadVideo, EvalResult, evaluate, ignore_interrupts
 from sfcli.files import write_atomic
-from sfcli.model import ModelConfig, SlowFast
+from sfcli.model import SlowFast
+from sfcli.model_config import ModelConfig
 from sfcli.recipe import TrainConfig, epoch_order, learning_rate, make_optimizer, rank_batches, step_seed
 from sfcli.runs import (
     TEST_FILE,

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from fractions import Fraction
 
 from sfcli.errors import CheckpointError, ConfigError
-from sfcli.model import STAGE_BLOCKS, ModelConfig
+from sfcli.model_config import STAGE_BLOCKS, ModelConfig
 from sfcli.presets import PRESETS
 
 
@@ -20,7 +20,7 @@ def infer_fields(sd: Mapping) -> dict:
 
     - pathway: which of `slow.` / `fast.` exist; width: Slow stem channels (Fast's for Fast-only);
       num_classes: rows of the fc weight.
-    - depth: blocks per stage, looked up in model.STAGE_BLOCKS (res4 tells 50 from 101).
+    - depth: blocks per stage, looked up in model_config.STAGE_BLOCKS (res4 tells 50 from 101).
     - beta: Fast stem / Slow stem channels, as 1/n where n = Slow/Fast and every stage agrees.
     - lateral: T-conv where lateral convs exist (fusion_kernel: their temporal kernel,
       fusion_ratio: out / in channels); otherwise from the extra input channels of Slow's res2.

@@ -11,7 +11,8 @@ from torch import nn
 
 from sfcli.cost import count_gflops, describe
 from sfcli.errors import ConfigError
-from sfcli.model import FAST_INPUTS, LATERALS, Bottleneck
+from sfcli.model import Bottleneck
+from sfcli.model_config import FAST_INPUTS, LATERALS
 from sfcli.presets import PRESETS, build_config, create_model
 
 TINY = dict(num_classes=5)

@@ -18,7 +18,8 @@ with warnings.catch_warnings():
 
 from sfcli import checkpoint as ck  # noqa: E402
 from sfcli.layouts import translate  # noqa: E402
-from sfcli.model import FAST_TEMPORAL_KERNELS, SLOW_TEMPORAL_KERNELS, STAGE_BLOCKS  # noqa: E402
+from sfcli.model import FAST_TEMPORAL_KERNELS, SLOW_TEMPORAL_KERNELS  # noqa: E402
+from sfcli.model_config import STAGE_BLOCKS  # noqa: E402
 from sfcli.presets import PRESETS  # noqa: E402
 
 SIZE = 64  # res5 is SIZE/32 = 2 px wide; the hub head's pool is set to match
