@@ -7,7 +7,9 @@ every stride seconds, decoding only that window's frames.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,15 +21,45 @@ from sfcli.predict import Predictor, view_probabilities
 from sfcli.videolist import VIDEO_EXTENSIONS
 
 
-def top_labels(probabilities: torch.Tensor, classes: list[str], k: int) -> list[dict]:
+@dataclass(frozen=True)
+class Label:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window of a video, in seconds, and its top labels."""
+
+    start: float
+    end: float
+    predictions: tuple[Label, ...]
+
+
+@dataclass(frozen=True)
+class VideoPrediction:
+    """A video's top labels, and those of each window when windows were asked for."""
+
+    video: str
+    seconds: float
+    fps: float
+    predictions: tuple[Label, ...]
+    windows: tuple[Window, ...] = ()
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self) | {"predictions": [dataclasses.asdict(p) for p in self.predictions],
+                                           "windows": [dataclasses.asdict(w) for w in self.windows]}
+
+
+def top_labels(probabilities: torch.Tensor, classes: list[str], k: int) -> tuple[Label, ...]:
     scores, indices = probabilities.topk(min(k, len(classes)))
-    return [{"label": classes[i], "score": round(float(s), 4)} for s, i in zip(scores, indices)]
+    return tuple(Label(classes[i], round(float(s), 4)) for s, i in zip(scores, indices))
 
 
 def infer_video(predictor: Predictor, path, top_k: int = 5, window: float | None = None,
-                stride: float | None = None, decoder: str = "auto") -> dict:
-    """{video, seconds, fps, predictions: [{label, score}], windows: [{start, end, predictions}]}.
-    Raises VideoError for a video that cannot be read."""
+                stride: float | None = None, decoder: str = "auto") -> VideoPrediction:
+    """The top-k labels of a video from the predictor's views, and of every `window` seconds
+    every `stride` seconds when a window is given. Raises VideoError for a video that cannot be read."""
     p = predictor
     num_frames, fps = probe(path, decoder)
     seconds = num_frames / fps
@@ -36,23 +68,21 @@ def infer_video(predictor: Predictor, path, top_k: int = 5, window: float | None
         views = test_views(path, p.clip, decoder, span)[0]
         return view_probabilities(p.model, views, p.clip, p.device).mean(0)
 
-    result = {"video": str(path), "seconds": round(seconds, 3), "fps": round(fps, 3), "windows": []}
+    video = {"video": str(path), "seconds": round(seconds, 3), "fps": round(fps, 3)}
     if window is None:
-        result["predictions"] = top_labels(predict(), p.classes, top_k)
-        return result
+        return VideoPrediction(**video, predictions=top_labels(predict(), p.classes, top_k))
     step = stride or window
-    total = torch.zeros(len(p.classes))
+    total, windows = torch.zeros(len(p.classes)), []
     # Rounded so that a float step such as 0.1 does not add a spurious sliver of a last window.
     for i in range(1 + math.ceil(round(max(seconds - window, 0) / step, 6))):
         start = i * step
         end = min(start + window, seconds)
         probabilities = predict((start, end))
         total += probabilities * (end - start)
-        result["windows"].append({"start": round(start, 3), "end": round(end, 3),
-                                  "predictions": top_labels(probabilities, p.classes, top_k)})
+        windows.append(Window(round(start, 3), round(end, 3), top_labels(probabilities, p.classes, top_k)))
     # The whole video: windows weighted by the time they cover.
-    result["predictions"] = top_labels(total / total.sum(), p.classes, top_k)
-    return result
+    return VideoPrediction(**video, predictions=top_labels(total / total.sum(), p.classes, top_k),
+                           windows=tuple(windows))
 
 
 def video_paths(inputs) -> list[Path]:

@@ -117,7 +117,7 @@ def test_pyav_and_decord_give_the_same_windows(four_class, videos):
     _, _, long = videos
     predictor = load_predictor(four_class, views=(1, 3), device="cpu")
     a, b = (infer_video(predictor, long, window=1.5, decoder=d) for d in ("decord", "pyav"))
-    assert a == b and len(a["windows"]) == 4
+    assert a == b and len(a.windows) == 4
 
 
 def test_labels_file_renames_the_classes_and_must_match_their_number(four_class, videos, tmp_path):

@@ -1,0 +1,77 @@
+"""`sfcli infer` and `sfcli convert`: what happens in a video, with any checkpoint users have."""
+
+from __future__ import annotations
+
+import click
+
+from sfcli import infer as sfinfer
+from sfcli.cli.common import UserError, parse_views, print_json, print_table
+from sfcli.infer import VideoPrediction
+from sfcli.predict import load_predictor
+
+
+@click.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path())
+@click.option("--checkpoint", type=click.Path(), help="A run folder or an sfcli checkpoint.")
+@click.option("--weights", type=click.Path(), help="PySlowFast (.pyth) or PyTorchVideo weights; see --arch.")
+@click.option("--arch", help="Architecture of --weights (default: recognised from the weights).")
+@click.option("--labels", type=click.Path(dir_okay=False), help="Class names, one per line, in output order.")
+@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--views", default="10x3", show_default=True, help="CLIPSxCROPS per video, or per window.")
+@click.option("--window", type=click.FloatRange(min=0, min_open=True), help="Also predict every window of S seconds.")
+@click.option("--stride", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds between windows [default: --window].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list of results.")
+def infer(videos, checkpoint, weights, arch, labels, top_k, views, window, stride, device, decoder, as_json):
+    """Top-k labels of videos (files or folders), and per time window with --window."""
+    if (checkpoint is None) == (weights is None):
+        raise UserError("give exactly one of --checkpoint and --weights")
+    if stride is not None and window is None:
+        raise UserError("--stride needs --window")
+    predictor = load_predictor(checkpoint or weights, arch, labels, parse_views(views), device)
+    results, failed = [], 0
+    for path, result, error in sfinfer.infer_many(predictor, videos, top_k, window, stride, decoder):
+        if error:
+            failed += 1
+            click.echo(f"sfcli: {path}: {error}", err=True)
+            continue
+        results.append(result.to_json())
+        if not as_json:
+            print_prediction(result)
+    if as_json:
+        print_json(results)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def print_prediction(result: VideoPrediction):
+    title = f"{result.video} ({result.seconds:.1f} s at {result.fps:.1f} fps)"
+    print_table(title, [(i, p.label, f"{p.score:.3f}") for i, p in enumerate(result.predictions, 1)],
+                ("#", "label", "probability"))
+    if result.windows:
+        print_table(f"{result.video}: per window", [
+            (f"{w.start:.1f}-{w.end:.1f} s", ", ".join(f"{p.label} {p.score:.2f}" for p in w.predictions[:3]))
+            for w in result.windows
+        ], ("window", "top labels"))
+
+
+@click.command()
+@click.argument("src", type=click.Path())
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--arch", help="Architecture of the weights (default: recognised from them).")
+@click.option("--labels", type=click.Path(dir_okay=False), help="Class names to store, one per line.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def convert(src, dst, arch, labels, as_json):
+    """Write any checkpoint (PySlowFast, PyTorchVideo, sfcli) as an sfcli checkpoint."""
+    from sfcli.checkpoint import convert as convert_checkpoint
+    from sfcli.videolist import read_labels_file
+
+    summary = convert_checkpoint(src, dst, arch, read_labels_file(labels) if labels else None)
+    if as_json:
+        print_json(summary.to_json())
+        return
+    print_table(f"{src} -> {dst}", [("format", summary.format), ("arch", summary.arch),
+                                    ("num_classes", summary.num_classes), ("classes_source", summary.classes_source),
+                                    ("params", summary.params), ("tensors", summary.tensors)], ("", "value"))

@@ -1,0 +1,161 @@
+"""`sfcli train` and `sfcli ablate`: the recipe's options, shared by both, and the tables they print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sfcli import ablate, presets
+from sfcli.cli.common import (
+    DATA_HELP,
+    DEFAULT_ARCH,
+    MODEL_FIELDS,
+    UserError,
+    config_from_options,
+    console,
+    data_options,
+    err_console,
+    model_options,
+    parse_views,
+    print_bad_videos,
+    print_eval,
+    print_json,
+    print_table,
+    split_data,
+)
+from sfcli.console import Reporter
+from sfcli.devices import pick_device
+from sfcli.distributed import init_distributed, is_main_process
+from sfcli.recipe import TrainConfig
+from sfcli.train import train as train_run
+from sfcli.videolist import read_video_list
+
+
+def training_options(fn):
+    """The recipe's options, shared by train and ablate."""
+    for option in reversed([
+        click.option("--crop", type=click.IntRange(32),
+                     help="Training crop [default: 224, tested on 256 views; slowfast_tiny: 64, tested on 64]."),
+        click.option("--epochs", type=click.IntRange(1), help=f"Epochs [default: {TrainConfig.epochs}]."),
+        click.option("--batch-size", type=click.IntRange(1), default=TrainConfig.batch_size,
+                     show_default=True, help="Clips per step over all processes."),
+        click.option("--lr", type=float, help="Base learning rate [default: 0.1 x batch size / 64]."),
+        click.option("--warmup-epochs", type=click.FloatRange(0), default=TrainConfig.warmup_epochs,
+                     show_default=True),
+        click.option("--weight-decay", type=click.FloatRange(0), default=TrainConfig.weight_decay,
+                     show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--amp", is_flag=True,
+                     help="Mixed precision: bf16 (fp16 on older GPUs) on CUDA and on CPUs with native bf16."),
+        click.option("--checkpoint-every", type=click.IntRange(0), default=0, show_default=True,
+                     help="Also write a checkpoint every N steps (0: at the end of each epoch only)."),
+        click.option("--views", help="Test views of the final test, CLIPSxCROPS [default: 10x3]."),
+        click.option("--val-views", default="1x1", show_default=True, help="Views of the per-epoch validation."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def train_config(epochs, batch_size, lr, warmup_epochs, weight_decay, seed, amp, workers, device, decoder,
+                 checkpoint_every, val_views, **_) -> TrainConfig:
+    return TrainConfig(epochs=epochs or TrainConfig.epochs, batch_size=batch_size, lr=lr,
+                       warmup_epochs=warmup_epochs, weight_decay=weight_decay, seed=seed, amp=amp,
+                       workers=workers, device=device, decoder=decoder, checkpoint_every=checkpoint_every,
+                       val_views=parse_views(val_views))
+
+
+def read_train_val(data, val_data, prefix, labels, skip_missing):
+    data, val_data = split_data(data, val_data)
+    train_videos = read_video_list(data, prefix, labels, skip_missing=skip_missing)
+    val_videos = read_video_list(val_data, prefix, classes=train_videos.classes,
+                                 skip_missing=skip_missing) if val_data else None
+    return train_videos, val_videos
+
+
+@click.command()
+@data_options
+@click.option("--val-data", type=click.Path(), help="Validation data (default: val.csv beside train.csv).")
+@model_options
+@training_options
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (resumed if it exists).")
+def train(data, val_data, prefix, labels, skip_missing, arch, crop, views, out, as_json, **options):
+    """Train a network in a run folder; the same command again resumes it."""
+    arch = arch or DEFAULT_ARCH
+    train_videos, val_videos = read_train_val(data, val_data, prefix, labels, skip_missing)
+    overrides = {k: options.pop(k) for k in list(options) if k in MODEL_FIELDS}
+    if overrides.get("num_classes") is None:
+        overrides["num_classes"] = len(train_videos.classes)
+    model_cfg = config_from_options(arch, overrides)
+    clip = presets.clip_config(model_cfg, arch, crop, parse_views(views or "10x3"))
+    cfg = train_config(**options)
+    init_distributed(pick_device(cfg.device))
+    summary = train_run(Path(out), train_videos, model_cfg, clip, cfg, val_videos, arch)
+    if not is_main_process():
+        return
+    if as_json:
+        print_json(summary.to_json())
+        return
+    show = lambda v: "-" if v is None else v  # noqa: E731
+    print_table(f"{arch} in {out}", [
+        (h.epoch, f"{h.loss:.4f}", f"{h.train_top1:.1f}", f"{show(h.val_top1)}", f"{show(h.val_top5)}",
+         f"{h.clips_per_s:.1f}", f"{h.seconds:.0f}") for h in summary.history
+    ], ("epoch", "loss", "train top-1", "val top-1", "val top-5", "clips/s", "seconds"))
+    if summary.test is not None:
+        print_eval(summary.test, per_class=False)
+    print_bad_videos(summary.bad_videos, "videos quarantined in training")
+
+
+def optional_data_options(fn):
+    return data_options(fn, required=False, data_help=f"{DATA_HELP} [default: the built-in synthetic dataset]")
+
+
+@click.command("ablate")
+@click.argument("study", type=click.Choice(ablate.STUDIES))
+@optional_data_options
+@click.option("--val-data", type=click.Path(), help="Test data (default: val.csv beside train.csv).")
+@model_options
+@training_options
+@click.option("--betas", help=f"β values of the beta study [default: {','.join(ablate.PAPER_BETAS)}].")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: runs/ablate-STUDY].")
+def ablate_command(study, data, val_data, prefix, labels, skip_missing, arch, crop, views, betas, out, as_json,
+                   **options):
+    """Reproduce a study of the paper's Table 5: train and test each variant, one table."""
+    builtin = data is None
+    if builtin:
+        if val_data is not None:
+            raise UserError("--val-data needs --data")
+        arch = arch or ablate.BUILTIN_ARCH
+        options["epochs"] = options["epochs"] or ablate.BUILTIN_EPOCHS
+        err_console.print(f"no --data: the built-in synthetic dataset ({ablate.cache_folder()})")
+        data = ablate.builtin_dataset()
+    arch = arch or DEFAULT_ARCH
+    train_videos, val_videos = read_train_val(data, val_data, prefix, labels, skip_missing)
+    if val_videos is None:
+        raise UserError("an ablation tests every variant: give --val-data (or a folder with train.csv and val.csv)")
+    overrides = {k: v for k in list(options) if k in MODEL_FIELDS and (v := options.pop(k)) is not None}
+    if study == "beta" and betas is None:
+        betas, dropped = ablate.default_betas(arch, overrides)
+        if dropped:
+            err_console.print(f"β {', '.join(map(str, dropped))} would leave {arch}'s Fast pathway without "
+                              f"channels: left out (a larger --width keeps them)")
+    elif betas is not None:
+        betas = ablate.parse_betas(betas)
+    cfg = train_config(**options)
+    init_distributed(pick_device(cfg.device))
+    views = parse_views(views) if views else ablate.BUILTIN_VIEWS if builtin else (10, 3)
+    result = ablate.run_study(study, Path(out or f"runs/ablate-{study}"), train_videos, val_videos, arch, cfg,
+                              crop, views, overrides, betas, Reporter())
+    if not is_main_process():
+        return
+    if as_json:
+        print_json(result)
+        return
+    show = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+    print_table(f"ablate {study}: {arch}, {result['epochs']} epochs, {result['views']} views, "
+                f"{len(train_videos.paths)} train / {len(val_videos.paths)} test videos", [
+        (r["variant"], f"{r['top1']:.1f}", f"{r['top5']:.1f}", f"{r['gflops']:.3f}", f"{r['params']:,}",
+         f"{r['train_seconds']:.0f}", show(r["paper_top1"], ".1f"), show(r["paper_gflops"], ".1f"))
+        for r in result["rows"]
+    ], ("variant", "top-1", "top-5", "GFLOPs", "params", "train s", "paper top-1", "paper GFLOPs"))
+    console.print(f"results: {result['files']['json']}, {result['files']['csv']}, {result['files']['plot']}")
