@@ -42,8 +42,8 @@ from rich.table import Table
 
 from sfcli import checkpoint as ck
 from sfcli.devices import cpu_has_bf16, keep_freed_memory
-from sfcli.layouts import translate
 from sfcli.fused import fuse_bn
+from sfcli.layouts import translate
 from sfcli.presets import build_config, create_model
 from sfcli.recipe import TrainConfig, make_optimizer
 
@@ -254,7 +254,8 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, help="clips per batch (default: 2 on the CPU, 8 on CUDA)")
     parser.add_argument("--crop", type=int, help="side of the square crop (default: 112 on the CPU, 224 on CUDA)")
-    parser.add_argument("--iters", type=int, help="timed iterations of each network (default: 5 on the CPU, 20 on CUDA)")
+    parser.add_argument("--iters", type=int,
+                        help="timed iterations of each network (default: 5 on the CPU, 20 on CUDA)")
     parser.add_argument("--warmup", type=int, help="untimed iterations first (default: 2 on the CPU, 5 on CUDA)")
     parser.add_argument("--modes", nargs="+", choices=("train", "infer"), default=["train", "infer"])
     parser.add_argument("--memory-formats", nargs="+", choices=list(MEMORY_FORMATS), default=list(MEMORY_FORMATS))

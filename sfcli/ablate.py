@@ -22,7 +22,7 @@ from sfcli.errors import AblationError
 from sfcli.model_config import parse_fraction
 from sfcli.presets import build_config, clip_config
 from sfcli.recipe import TrainConfig
-from sfcli.train import train
+from sfcli.training import train
 from sfcli.videolist import VideoList
 
 STUDIES = ("pathways", "beta", "lateral", "fast-input")
@@ -77,7 +77,8 @@ def variants(study: str, betas=None) -> list[Variant]:
     if study == "fast-input":
         return [Variant("rgb", "RGB", {"fast_input": "rgb"}),
                 # The paper's half-size row: beta 1/4, and laterals that give Slow the default widths.
-                Variant("half", "RGB, half size, β=1/4", {"fast_input": "half", "beta": Fraction(1, 4), "fusion_ratio": 1}),
+                Variant("half", "RGB, half size, β=1/4",
+                        {"fast_input": "half", "beta": Fraction(1, 4), "fusion_ratio": 1}),
                 Variant("gray", "gray-scale", {"fast_input": "gray"}),
                 Variant("timediff", "time difference", {"fast_input": "timediff"})]
     if study == "beta":
@@ -149,7 +150,8 @@ def run_study(study: str, out: Path, train_videos: VideoList, val_videos: VideoL
             "excluded": summary.test.excluded, "paper_top1": paper[0], "paper_top5": paper[1],
             "paper_gflops": paper[2], "run": str(out / variant.key), "config": cfg.to_dict(),
         })
-    result = {"study": study, "arch": arch, "crop": clip.crop, "test_crop": clip.test_crop, "views": "{}x{}".format(*views), "epochs": train_cfg.epochs,
+    result = {"study": study, "arch": arch, "crop": clip.crop, "test_crop": clip.test_crop,
+              "views": "{}x{}".format(*views), "epochs": train_cfg.epochs,
               "data": str(train_videos.source), "val_data": str(val_videos.source), "rows": rows}
     if is_main_process():
         result["files"] = write_results(out, result)

@@ -191,6 +191,12 @@ def make_payload(model: SlowFast, classes, arch: str = "custom", **extra) -> dic
             "classes": classes, "model": model.state_dict(), **extra}
 
 
+def save_model(model: SlowFast, path, classes, arch: str = "custom") -> Path:
+    """Write `model` as an sfcli checkpoint (weights, network settings, class names) that every
+    sfcli command and `load_model` read."""
+    return save_checkpoint(path, make_payload(model, classes, arch))
+
+
 @dataclass(frozen=True)
 class Conversion:
     """What `convert` read and wrote."""

@@ -166,6 +166,9 @@ class Pathway(nn.Module):
 
 
 class SlowFast(nn.Module):
+    """The network of any ModelConfig: SlowFast, Slow-only or Fast-only. Input: a normalised clip
+    (N, 3, frames, H, W) of alpha*T frames; output: logits (N, num_classes)."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg

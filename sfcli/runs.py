@@ -15,7 +15,7 @@ from sfcli.checkpoint import RUN_CHECKPOINT, load_weights
 from sfcli.data import ClipConfig
 from sfcli.distributed import is_main_process
 from sfcli.errors import TrainingError
-from sfcli.evaluate import BadVideo
+from sfcli.evaluation import BadVideo, EvalResult
 from sfcli.files import load_checkpoint, save_checkpoint, write_atomic
 from sfcli.model_config import ModelConfig
 from sfcli.recipe import RESUMABLE, TrainConfig
@@ -64,6 +64,36 @@ class RunState:
     @classmethod
     def from_json(cls, d: dict) -> RunState:
         return cls(**{**d, "history": [EpochRecord(**h) for h in d["history"]]})
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run folder says of itself: its network, classes, the epochs done and their metrics,
+    the final test once there is one."""
+
+    run: str
+    arch: str
+    classes: tuple[str, ...]
+    epochs: int  # asked for
+    history: tuple[EpochRecord, ...]
+    test: EvalResult | None
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
+
+
+def read_run(run) -> RunSummary:
+    """Read a run folder's config.json, metrics.jsonl and test.json (as `sfcli train` writes them)."""
+    run = Path(run)
+    try:
+        config = json.loads((run / CONFIG_FILE).read_text())
+        lines = (run / METRICS_FILE).read_text().splitlines() if (run / METRICS_FILE).exists() else []
+        history = tuple(EpochRecord(**json.loads(line)) for line in lines if line.strip())
+        test = EvalResult.from_json(json.loads((run / TEST_FILE).read_text())) if (run / TEST_FILE).exists() else None
+        return RunSummary(str(run), config["arch"], tuple(config["classes"]), config["train"]["epochs"], history, test)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise TrainingError(f"{run} is not a readable sfcli run folder ({err})") from None
 
 
 def run_config(arch: str, model_cfg: ModelConfig, clip: ClipConfig, train_cfg: TrainConfig,

@@ -18,8 +18,8 @@ import base64
 import csv
 import hashlib
 import math
-from fractions import Fraction
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av

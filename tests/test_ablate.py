@@ -5,10 +5,10 @@ import json
 from fractions import Fraction
 
 import pytest
+from conftest import one_line_error, sfcli
 
 from sfcli import ablate
 from sfcli.presets import build_config
-from conftest import one_line_error, sfcli
 
 SMALL = ["--arch", "slowfast_tiny", "--crop", "32", "--batch-size", "4", "--workers", "0", "--views", "1x1",
          "--epochs", "1"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import frame_number, one_line_error, sfcli, write_video
+
 from sfcli import checkpoint as ck
 from sfcli import data
 from sfcli.data import ClipConfig

@@ -106,7 +106,7 @@ def test_bad_videos_are_quarantined_in_training_and_excluded_in_eval(synth, tmp_
 def test_scoring_a_video_does_not_import_the_train_loop():
     code = "import sys, sfcli.infer; print(sorted(m for m in sys.modules if m.startswith('sfcli.')))"
     modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "sfcli.predict" in modules and "sfcli.train" not in modules and "sfcli.recipe" not in modules
+    assert "sfcli.predict" in modules and "sfcli.training" not in modules and "sfcli.recipe" not in modules
 
 
 # ----------------------------------------------------------------------------- interruptions

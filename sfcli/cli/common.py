@@ -13,7 +13,7 @@ from rich.table import Table
 from sfcli import model_config, presets
 from sfcli.console import make_console
 from sfcli.errors import ConfigError
-from sfcli.evaluate import EvalResult
+from sfcli.evaluation import EvalResult
 
 DEFAULT_ARCH = "slowfast_4x16_r50"
 MODEL_FIELDS = {f.name for f in dataclasses.fields(model_config.ModelConfig)}

@@ -6,7 +6,7 @@ import click
 
 from sfcli.cli.common import data_options, parse_views, print_eval, print_json, split_data
 from sfcli.distributed import is_main_process
-from sfcli.evaluate import evaluate_checkpoint
+from sfcli.evaluation import evaluate_checkpoint
 
 
 @click.command("eval")

@@ -28,7 +28,7 @@ from sfcli.console import Reporter
 from sfcli.devices import pick_device
 from sfcli.distributed import init_distributed, is_main_process
 from sfcli.recipe import TrainConfig
-from sfcli.train import train as train_run
+from sfcli.training import train as train_run
 from sfcli.videolist import read_video_list
 
 

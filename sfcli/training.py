@@ -22,7 +22,7 @@ from sfcli.data import ClipConfig, VideoDataset, collate
 from sfcli.devices import amp_dtype, autocast, pick_device
 from sfcli.distributed import all_max, all_sum, gather, is_main_process, world
 from sfcli.errors import Interrupted, TrainingError
-from sfcli.evaluate import BadVideo, EvalResult, evaluate, ignore_interrupts
+from sfcli.evaluation import BadVideo, EvalResult, evaluate, ignore_interrupts
 from sfcli.files import write_atomic
 from sfcli.model import SlowFast
 from sfcli.model_config import ModelConfig
