@@ -8,8 +8,8 @@ sfcli's format is a dict::
 
 to which training code may add its own keys (optimizer state, step, epoch, RNG states as tensors
 or ints: files are read with ``weights_only=True``, which refuses anything that carries code,
-numpy arrays included). Foreign layouts (PySlowFast ``.pyth``, PyTorchVideo state dicts) are
-read through the table in `sfcli.layouts`; their network is inferred by `sfcli.weights_config`.
+numpy arrays included). Foreign layouts (PySlowFast ``.pyth`` and Caffe2 ``.pkl``, PyTorchVideo
+state dicts) are read through the table in `sfcli.layouts`; their network is inferred by `sfcli.weights_config`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from sfcli.caffe2 import fit_caffe2_shapes, is_caffe2, load_caffe2
 from sfcli.cost import count_params
 from sfcli.errors import CheckpointError, ConfigError
 from sfcli.files import load_checkpoint, save_checkpoint
@@ -135,9 +136,11 @@ def read_checkpoint(path, arch: str | None = None, **overrides) -> tuple[dict, C
     top; an `arch` other than the saved one is an error). Foreign ones take `arch`, or the preset
     `infer_config` picks, with the structure the weights show."""
     file = resolve_checkpoint(path)
-    checkpoint = load_checkpoint(file)
+    checkpoint = load_caffe2(file) if is_caffe2(file) else load_checkpoint(file)
     fmt, sd = unwrap(checkpoint, f"checkpoint {file}")
     state_dict = translate(sd, fmt, "sfcli")
+    if fmt == "caffe2":
+        state_dict = fit_caffe2_shapes(state_dict)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     saved = checkpoint.get("model_config") if checkpoint.get("format") == FORMAT else None
     version = checkpoint.get("version", VERSION) if checkpoint.get("format") == FORMAT else VERSION
