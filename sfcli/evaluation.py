@@ -1,11 +1,14 @@
-"""The paper's multi-view test: every video's views scored, top-1/top-5 and per-class accuracy,
-as an `EvalResult`; `sfcli eval` runs it on a checkpoint."""
+"""The paper's multi-view test: every video's views scored (`VideoScores`), and what the scores
+say as an `EvalResult`; score files (`--save-scores`) written, read back and averaged; `sfcli
+eval` runs it on a checkpoint and writes eval.json and the confusion matrix with `--out`."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -13,9 +16,14 @@ from sfcli.console import Reporter
 from sfcli.data import ClipConfig, VideoDataset, collate
 from sfcli.devices import pick_device
 from sfcli.distributed import gather, init_distributed, world
+from sfcli.errors import DataError
+from sfcli.files import write_atomic
+from sfcli.metrics import ClassMetrics, ConfusedPair, accuracy, confusion_matrix
 from sfcli.model import SlowFast
 from sfcli.predict import load_predictor, view_probabilities
 from sfcli.videolist import VideoList, read_video_list
+
+EVAL_FILE, CONFUSION_CSV, CONFUSION_PNG = "eval.json", "confusion.csv", "confusion.png"
 
 
 @dataclass(frozen=True)
@@ -29,14 +37,22 @@ class BadVideo:
         return {"path": self.path, "reason": self.reason}
 
 
-@dataclass(frozen=True)
-class ClassAccuracy:
-    name: str
-    videos: int  # scored videos of the class
-    top1: float | None  # %, None when no video of the class was scored
+@dataclass(frozen=True, eq=False)
+class VideoScores:
+    """Every scored video's class scores (its views' probabilities averaged), in list order."""
+
+    classes: tuple[str, ...]
+    paths: tuple[str, ...]
+    labels: torch.Tensor  # (videos,) class indices
+    scores: torch.Tensor  # (videos, classes) float32
+    views: str  # "CLIPSxCROPS", or several joined by "+" once combined
+    excluded_videos: tuple[BadVideo, ...] = ()
 
     def to_json(self) -> dict:
-        return {"class": self.name, "videos": self.videos, "top1": self.top1}
+        return {"classes": list(self.classes), "views": self.views,
+                "excluded_videos": [b.to_json() for b in self.excluded_videos],
+                "videos": [{"path": p, "label": self.classes[y], "scores": [round(s, 6) for s in row]}
+                           for p, y, row in zip(self.paths, self.labels.tolist(), self.scores.tolist())]}
 
 
 @dataclass(frozen=True)
@@ -45,9 +61,11 @@ class EvalResult:
 
     top1: float
     top5: float
+    mean_class_accuracy: float
     scored: int
-    per_class: tuple[ClassAccuracy, ...]
-    views: tuple[int, int]  # (clips, crops) per video
+    per_class: tuple[ClassMetrics, ...]
+    most_confused: tuple[ConfusedPair, ...]
+    views: str  # "CLIPSxCROPS" per video
     videos: int  # listed, scored or not
     excluded_videos: tuple[BadVideo, ...]
     seconds: float
@@ -57,28 +75,31 @@ class EvalResult:
         return len(self.excluded_videos)
 
     def to_json(self) -> dict:
-        return {"top1": self.top1, "top5": self.top5, "scored": self.scored,
-                "per_class": [c.to_json() for c in self.per_class], "views": f"{self.views[0]}x{self.views[1]}",
+        return {"top1": self.top1, "top5": self.top5, "mean_class_accuracy": self.mean_class_accuracy,
+                "scored": self.scored, "per_class": [c.to_json() for c in self.per_class],
+                "most_confused": [p.to_json() for p in self.most_confused], "views": self.views,
                 "videos": self.videos, "excluded": self.excluded,
                 "excluded_videos": [b.to_json() for b in self.excluded_videos], "seconds": self.seconds}
 
     @classmethod
     def from_json(cls, d: dict) -> EvalResult:
-        clips, crops = d["views"].split("x")
-        return cls(d["top1"], d["top5"], d["scored"],
-                   tuple(ClassAccuracy(c["class"], c["videos"], c["top1"]) for c in d["per_class"]),
-                   (int(clips), int(crops)), d["videos"], tuple(BadVideo(**b) for b in d["excluded_videos"]),
-                   d["seconds"])
+        per_class = tuple(ClassMetrics(c["class"], c["videos"], c["top1"], c["precision"], c["f1"])
+                          for c in d["per_class"])
+        return cls(d["top1"], d["top5"], d["mean_class_accuracy"], d["scored"], per_class,
+                   tuple(ConfusedPair(**p) for p in d["most_confused"]), d["views"], d["videos"],
+                   tuple(BadVideo(**b) for b in d["excluded_videos"]), d["seconds"])
 
 
 @dataclass(frozen=True)
 class CheckpointEval:
-    """`sfcli eval`'s result: which checkpoint was tested on which data, and the test."""
+    """`sfcli eval`'s result: which checkpoint (or score files) was tested on which data, the
+    test, and the scores it came from."""
 
     checkpoint: str
     arch: str
     data: str
     test: EvalResult
+    scores: VideoScores
 
     def to_json(self) -> dict:
         return {"checkpoint": self.checkpoint, "arch": self.arch, "data": self.data, **self.test.to_json()}
@@ -90,20 +111,20 @@ def ignore_interrupts(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def evaluate(model: SlowFast, videos: VideoList, clip: ClipConfig, device: torch.device, batch_size: int = 4,
-             workers: int = 2, amp: bool = False, decoder: str = "auto", reporter: Reporter | None = None,
-             description: str = "eval") -> EvalResult:
-    """The paper's test: every video's views (clip.num_clips uniform clips x clip.num_crops crops)
-    through the network, softmax scores summed per video, top-1/top-5 and per-class accuracy.
-    Videos that fail to decode are excluded and listed. Under torchrun each process scores every
-    world-th video and the results are gathered: every video counted exactly once."""
+def score_videos(model: SlowFast, videos: VideoList, clip: ClipConfig, device: torch.device, batch_size: int = 4,
+                 workers: int = 2, amp: bool = False, decoder: str = "auto", reporter: Reporter | None = None,
+                 description: str = "eval") -> VideoScores:
+    """Every video's views (clip.num_clips uniform clips x clip.num_crops crops) through the
+    network, softmax scores averaged per video. Videos that fail to decode are excluded and
+    listed. Under torchrun each process scores every world-th video and the scores are gathered:
+    every video counted exactly once."""
     rank, world_size = world()
     model.eval()
     dataset = VideoDataset(videos, clip, train=False, decoder=decoder)
     mine = list(range(rank, len(dataset), world_size))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=mine, num_workers=workers,
                                          collate_fn=collate, worker_init_fn=ignore_interrupts)
-    scores, labels, failures = [], [], []
+    scores, indices, failures = [], [], []
     reporter = reporter or Reporter(enabled=False)
     task, began, seen = reporter.task(description, len(dataset)), time.perf_counter(), 0
     for batch in loader:
@@ -111,50 +132,115 @@ def evaluate(model: SlowFast, videos: VideoList, clip: ClipConfig, device: torch
         if batch["clip"] is not None:
             b, v = batch["clip"].shape[:2]
             probs = view_probabilities(model, batch["clip"].flatten(0, 1), clip, device, amp)
-            scores.append(probs.reshape(b, v, -1).sum(1))
-            labels.append(batch["label"])
+            scores.append(probs.reshape(b, v, -1).mean(1))
+            indices.append(batch["index"])
         seen += len(batch["index"]) + len(batch["failures"])
         elapsed = time.perf_counter() - began
         reporter.update(task, min(seen * world_size, len(dataset)), seen * clip.views * world_size / max(elapsed, 1e-9))
     reporter.done(task)
     local = (torch.cat(scores) if scores else torch.zeros(0, model.cfg.num_classes),
-             torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long), failures)
+             torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long), failures)
     parts = gather(local)
-    labels = torch.cat([p[1] for p in parts])
-    top1, top5, per_class = accuracy(torch.cat([p[0] for p in parts]), labels, videos.classes)
+    index = torch.cat([p[1] for p in parts])
+    order = index.argsort()
+    index = index[order]
     failures = sorted((i, reason) for p in parts for i, reason in p[2])
-    return EvalResult(top1, top5, len(labels), per_class, (clip.num_clips, clip.num_crops), len(dataset),
-                      tuple(BadVideo(str(videos.paths[i]), reason) for i, reason in failures),
-                      round(time.perf_counter() - began, 2))
+    return VideoScores(tuple(videos.classes), tuple(str(videos.paths[i]) for i in index.tolist()),
+                       torch.tensor(videos.labels, dtype=torch.long)[index], torch.cat([p[0] for p in parts])[order],
+                       f"{clip.num_clips}x{clip.num_crops}",
+                       tuple(BadVideo(str(videos.paths[i]), reason) for i, reason in failures))
+
+
+def summarize(scores: VideoScores, seconds: float = 0.0) -> EvalResult:
+    """What the scores say: top-1/top-5, mean class accuracy, per class, the most confused pairs."""
+    acc = accuracy(scores.scores, scores.labels, scores.classes)
+    return EvalResult(acc.top1, acc.top5, acc.mean_class_accuracy, len(scores.labels), acc.per_class,
+                      acc.most_confused, scores.views, len(scores.labels) + len(scores.excluded_videos),
+                      scores.excluded_videos, seconds)
+
+
+def evaluate(model: SlowFast, videos: VideoList, clip: ClipConfig, device: torch.device, batch_size: int = 4,
+             workers: int = 2, amp: bool = False, decoder: str = "auto", reporter: Reporter | None = None,
+             description: str = "eval") -> EvalResult:
+    """The paper's test (see `score_videos`), summarized."""
+    began = time.perf_counter()
+    scores = score_videos(model, videos, clip, device, batch_size, workers, amp, decoder, reporter, description)
+    return summarize(scores, round(time.perf_counter() - began, 2))
 
 
 def evaluate_checkpoint(checkpoint, data, views: tuple[int, int] = (10, 3), batch_size: int = 4, workers: int = 2,
                         device: str = "auto", decoder: str = "auto", prefix=None, labels=None,
                         skip_missing: bool = False, arch: str | None = None,
-                        reporter: Reporter | None = None) -> CheckpointEval:
-    """`sfcli eval`: a checkpoint tested on a dataset with the paper's multi-view protocol."""
+                        reporter: Reporter | None = None, head_pool: str = "reference") -> CheckpointEval:
+    """`sfcli eval`: a checkpoint tested on a dataset with the paper's multi-view protocol
+    (`head_pool`: see load_predictor)."""
     init_distributed(pick_device(device))
-    predictor = load_predictor(checkpoint, arch, labels, views, device)
+    predictor = load_predictor(checkpoint, arch, labels, views, device, head_pool)
     videos = read_video_list(data, prefix, classes=predictor.classes, skip_missing=skip_missing)
     reporter = reporter or Reporter()
+    began = time.perf_counter()
     with reporter:
-        result = evaluate(predictor.model, videos, predictor.clip, predictor.device, batch_size, workers,
-                          decoder=decoder, reporter=reporter)
-    return CheckpointEval(predictor.info.path, predictor.info.arch, str(data), result)
+        scores = score_videos(predictor.model, videos, predictor.clip, predictor.device, batch_size, workers,
+                              decoder=decoder, reporter=reporter)
+    return CheckpointEval(predictor.info.path, predictor.info.arch, str(data),
+                          summarize(scores, round(time.perf_counter() - began, 2)), scores)
 
 
-def accuracy(scores: torch.Tensor, labels: torch.Tensor,
-             classes: list[str]) -> tuple[float, float, tuple[ClassAccuracy, ...]]:
-    """Top-1 and top-5 (as %) over the scored videos, and top-1 per class."""
-    n = len(labels)
-    k = min(5, scores.shape[1])
-    top = scores.topk(k, dim=1).indices if n else torch.zeros(0, k, dtype=torch.long)
-    hit1 = top[:, 0] == labels
-    hit5 = (top == labels[:, None]).any(dim=1)
-    pct = lambda hits: round(100 * float(hits.float().mean()), 2)  # noqa: E731
-    per_class = []
-    for c, name in enumerate(classes):
-        mask = labels == c
-        count = int(mask.sum())
-        per_class.append(ClassAccuracy(name, count, pct(hit1[mask]) if count else None))
-    return (pct(hit1) if n else 0.0), (pct(hit5) if n else 0.0), tuple(per_class)
+def read_scores(path) -> VideoScores:
+    """A file written by `sfcli eval --save-scores`."""
+    try:
+        d = json.loads(Path(path).read_text())
+        classes = tuple(d["classes"])
+        lookup = {name: i for i, name in enumerate(classes)}
+        videos = d["videos"]
+        scores = torch.tensor([v["scores"] for v in videos], dtype=torch.float32).reshape(len(videos), len(classes))
+        return VideoScores(classes, tuple(v["path"] for v in videos),
+                           torch.tensor([lookup[v["label"]] for v in videos], dtype=torch.long), scores,
+                           d["views"], tuple(BadVideo(**b) for b in d["excluded_videos"]))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise DataError(f"{path} is not a score file written by sfcli eval --save-scores ({err})") from None
+
+
+def combine_scores(files) -> CheckpointEval:
+    """`sfcli eval --scores A.json B.json`: the files' scores averaged per video (an ensemble),
+    over the videos that every file scored; the others are listed as excluded."""
+    parts = [read_scores(f) for f in files]
+    first = parts[0]
+    for f, part in zip(files[1:], parts[1:]):
+        if part.classes != first.classes:
+            raise DataError(f"{f} scores other classes than {files[0]}; only scores of the same classes combine")
+    common = set.intersection(*(set(p.paths) for p in parts))
+    keep = [i for i, p in enumerate(first.paths) if p in common]
+    paths = tuple(first.paths[i] for i in keep)
+    total = torch.zeros(len(paths), len(first.classes))
+    for f, part in zip(files, parts):
+        rows = [{p: i for i, p in enumerate(part.paths)}[p] for p in paths]
+        if not torch.equal(part.labels[rows], first.labels[keep]):
+            raise DataError(f"{f} and {files[0]} give some videos different labels")
+        total += part.scores[rows]
+    excluded = {b.path: b for p in parts for b in p.excluded_videos}
+    for f, part in zip(files, parts):
+        for p in part.paths:
+            if p not in common:
+                excluded.setdefault(p, BadVideo(p, f"not scored in every file (it is in {f})"))
+    scores = VideoScores(first.classes, paths, first.labels[keep], total / len(parts),
+                         "+".join(p.views for p in parts), tuple(excluded.values()))
+    return CheckpointEval(" + ".join(map(str, files)), "ensemble", "saved scores", summarize(scores), scores)
+
+
+def write_scores(path, scores: VideoScores) -> Path:
+    return write_atomic(Path(path), json.dumps(scores.to_json()) + "\n")
+
+
+def write_report(out, result: CheckpointEval) -> tuple[Path, Path, Path]:
+    """`--out DIR`: eval.json, confusion.csv and the confusion heat map confusion.png."""
+    from sfcli.plots import plot_confusion  # matplotlib only when a figure is asked for
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    confusion = confusion_matrix(result.scores.scores, result.scores.labels, result.scores.classes)
+    files = out / EVAL_FILE, out / CONFUSION_CSV, out / CONFUSION_PNG
+    write_atomic(files[0], json.dumps(result.to_json(), indent=2) + "\n")
+    write_atomic(files[1], confusion.to_csv())
+    plot_confusion(confusion, result.test.most_confused, files[2])
+    return files

@@ -124,12 +124,19 @@ def parse_views(text: str) -> tuple[int, int]:
 
 
 def print_eval(result: EvalResult, per_class: bool = True):
+    rate = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     if per_class:
-        print_table("per class", [(c.name, c.videos, "-" if c.top1 is None else f"{c.top1:.1f}")
-                                  for c in result.per_class], ("class", "videos", "top-1 %"))
-    print_table(f"test, {result.views[0]}x{result.views[1]} views per video", [
+        print_table("per class", [(c.name, c.videos, rate(c.top1), rate(c.precision), rate(c.f1))
+                                  for c in result.per_class],
+                    ("class", "videos", "top-1 (recall) %", "precision %", "F1 %"))
+        if result.most_confused:
+            print_table("most confused", [(p.true, p.predicted, p.videos, f"{p.share:.1f}")
+                                          for p in result.most_confused],
+                        ("true class", "predicted", "videos", "% of the class"))
+    print_table(f"test, {result.views} views per video", [
         ("top-1 %", f"{result.top1:.2f}"), ("top-5 %", f"{result.top5:.2f}"),
-        ("videos scored", result.scored), ("videos excluded (could not be decoded)", result.excluded),
+        ("mean class accuracy %", f"{result.mean_class_accuracy:.2f}"),
+        ("videos scored", result.scored), ("videos excluded", result.excluded),
     ], ("", "value"))
     print_bad_videos(result.excluded_videos, "videos excluded from the test")
 
