@@ -24,6 +24,7 @@ from sfcli.distributed import all_max, all_sum, gather, is_main_process, world
 from sfcli.errors import Interrupted, TrainingError
 from sfcli.evaluation import BadVideo, EvalResult, evaluate, ignore_interrupts
 from sfcli.files import write_atomic
+from sfcli.finetune import FineTuning
 from sfcli.model import SlowFast
 from sfcli.model_config import ModelConfig
 from sfcli.recipe import TrainConfig, epoch_order, learning_rate, make_optimizer, rank_batches, step_seed
@@ -99,6 +100,7 @@ class Training:
     device: torch.device
     state: RunState
     steps_per_epoch: int
+    finetune: FineTuning | None = None  # frozen parts and the classifier's rate
 
     @property
     def checkpoint_path(self) -> Path:
@@ -133,7 +135,7 @@ def train_step(t: Training, batch: dict, lr: float) -> None:
     every process go into the run's state."""
     state = t.state
     for group in t.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)  # FineTuning's classifier groups
     torch.manual_seed(step_seed(t.cfg.seed, state.epoch, state.step))
     x = normalize(batch["clip"].to(t.device, non_blocking=True), t.clip.mean, t.clip.std)
     y = batch["label"].to(t.device, non_blocking=True)
@@ -172,6 +174,8 @@ def train_epoch(t: Training, stop: StopSignals, reporter: Reporter) -> EpochReco
                                          collate_fn=collate, worker_init_fn=ignore_interrupts,
                                          pin_memory=t.device.type == "cuda")
     t.net.train()
+    if t.finetune:
+        t.finetune.train_modes(t.model)
     task = reporter.task(f"epoch {state.epoch + 1}/{cfg.epochs}", t.steps_per_epoch)
     began, clips_before, seconds_before = time.perf_counter(), state.clips, state.seconds
     for batch in loader:
@@ -197,8 +201,10 @@ def train_epoch(t: Training, stop: StopSignals, reporter: Reporter) -> EpochReco
 
 
 def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: ClipConfig, train_cfg: TrainConfig,
-          val_videos: VideoList | None = None, arch: str = "custom", reporter: Reporter | None = None) -> TrainResult:
-    """Train (or resume, or just report a finished run) in the run folder `run`."""
+          val_videos: VideoList | None = None, arch: str = "custom", reporter: Reporter | None = None,
+          finetune: FineTuning | None = None) -> TrainResult:
+    """Train (or resume, or just report a finished run) in the run folder `run`; `finetune`
+    starts from given weights and freezes parts of the network."""
     run = Path(run)
     world_size = world()[1]
     device = pick_device(train_cfg.device)
@@ -207,10 +213,14 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
 
     torch.manual_seed(train_cfg.seed)  # the initial weights
     model = SlowFast(model_cfg).to(device)
-    optimizer = make_optimizer(model, train_cfg)
+    if finetune:
+        finetune.prepare(model)
+    optimizer = finetune.make_optimizer(model, train_cfg) if finetune else make_optimizer(model, train_cfg)
     fp16 = train_cfg.amp and device.type == "cuda" and amp_dtype(device) == torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=fp16)
     config = run_config(arch, model_cfg, clip, train_cfg, train_videos, val_videos)
+    if finetune:
+        config["finetune"] = finetune.to_json()
     state = open_run(run, config, model, optimizer, scaler)
     net = model
     if world_size > 1:
@@ -219,12 +229,15 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
     dataset = VideoDataset(train_videos, clip, train=True, decoder=train_cfg.decoder, seed=train_cfg.seed)
     for path in state.bad_videos:  # quarantined in an earlier part of this run: never decoded again
         dataset.bad[train_videos.paths.index(Path(path))] = True
-    t = Training(run, arch, clip, train_cfg, model, net, optimizer, scaler, dataset, device, state, steps_per_epoch)
+    t = Training(run, arch, clip, train_cfg, model, net, optimizer, scaler, dataset, device, state, steps_per_epoch,
+                 finetune)
 
     if state.epoch == 0 and state.step == 0:
         reporter.print(f"training {arch} ({count_params(model):,} parameters) on {len(train_videos.paths)} videos, "
                        f"{len(train_videos.classes)} classes, {train_cfg.epochs} epochs of {steps_per_epoch} steps, "
                        f"batch {train_cfg.batch_size} on {world_size} process(es), {device}")
+        for line in finetune.lines(train_cfg) if finetune else ():
+            reporter.print(line)
     elif state.epoch < train_cfg.epochs:
         reporter.print(f"resuming {run} at epoch {state.epoch + 1} step {state.step}")
 

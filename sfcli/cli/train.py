@@ -27,6 +27,7 @@ from sfcli.cli.common import (
 from sfcli.console import Reporter
 from sfcli.devices import pick_device
 from sfcli.distributed import init_distributed, is_main_process
+from sfcli.finetune import FINETUNE_LR, FINETUNE_WARMUP_EPOCHS, STAGES, FineTuning, finetune_defaults, prepare_init
 from sfcli.recipe import TrainConfig
 from sfcli.training import train as train_run
 from sfcli.videolist import read_video_list
@@ -41,8 +42,8 @@ def training_options(fn):
         click.option("--batch-size", type=click.IntRange(1), default=TrainConfig.batch_size,
                      show_default=True, help="Clips per step over all processes."),
         click.option("--lr", type=float, help="Base learning rate [default: 0.1 x batch size / 64]."),
-        click.option("--warmup-epochs", type=click.FloatRange(0), default=TrainConfig.warmup_epochs,
-                     show_default=True),
+        click.option("--warmup-epochs", type=click.FloatRange(0),
+                     help=f"[default: {TrainConfig.warmup_epochs:g}; {FINETUNE_WARMUP_EPOCHS:g} with --init]."),
         click.option("--weight-decay", type=click.FloatRange(0), default=TrainConfig.weight_decay,
                      show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
@@ -60,9 +61,40 @@ def training_options(fn):
 def train_config(epochs, batch_size, lr, warmup_epochs, weight_decay, seed, amp, workers, device, decoder,
                  checkpoint_every, val_views, **_) -> TrainConfig:
     return TrainConfig(epochs=epochs or TrainConfig.epochs, batch_size=batch_size, lr=lr,
-                       warmup_epochs=warmup_epochs, weight_decay=weight_decay, seed=seed, amp=amp,
+                       warmup_epochs=TrainConfig.warmup_epochs if warmup_epochs is None else warmup_epochs,
+                       weight_decay=weight_decay, seed=seed, amp=amp,
                        workers=workers, device=device, decoder=decoder, checkpoint_every=checkpoint_every,
                        val_views=parse_views(val_views))
+
+
+def finetune_options(fn):
+    for option in reversed([
+        click.option("--init", type=click.Path(),
+                     help="Start from these weights (run folder, sfcli file, PySlowFast .pyth or Caffe2 .pkl, "
+                          "PyTorchVideo): their network, a new classifier if the classes differ, and base lr "
+                          f"{FINETUNE_LR:g} x batch / 64 unless --lr is given."),
+        click.option("--freeze", type=click.Choice(STAGES),
+                     help="Freeze the network up to and including this stage (res5: train the classifier only)."),
+        click.option("--freeze-bn", is_flag=True, help="Batch norm in eval mode, its statistics and affine frozen."),
+        click.option("--head-lr-mult", type=click.FloatRange(0), default=1.0, show_default=True,
+                     help="The classifier's learning rate as a multiple of the rest's."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def fine_tuning(init, out, arch, overrides, num_classes, options) -> FineTuning | None:
+    """The FineTuning that --init and the freezing options ask for (None: neither); with
+    --init, the fine-tuning lr and warm-up defaults go into `options`."""
+    controls = {k: options.pop(k) for k in ("freeze", "freeze_bn", "head_lr_mult")}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if init is None:
+        changed = controls["freeze"] or controls["freeze_bn"] or controls["head_lr_mult"] != 1
+        return FineTuning(None, None, None, **controls) if changed else None
+    parsed = config_from_options(arch or DEFAULT_ARCH, dict(given))
+    options["lr"], options["warmup_epochs"] = finetune_defaults(options["lr"], options["warmup_epochs"],
+                                                                options["batch_size"])
+    return prepare_init(init, out, num_classes, arch, {k: getattr(parsed, k) for k in given}, **controls)
 
 
 def read_train_val(data, val_data, prefix, labels, skip_missing):
@@ -78,19 +110,24 @@ def read_train_val(data, val_data, prefix, labels, skip_missing):
 @click.option("--val-data", type=click.Path(), help="Validation data (default: val.csv beside train.csv).")
 @model_options
 @training_options
+@finetune_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (resumed if it exists).")
-def train(data, val_data, prefix, labels, skip_missing, arch, crop, views, out, as_json, **options):
+def train(data, val_data, prefix, labels, skip_missing, arch, crop, views, out, as_json, init, **options):
     """Train a network in a run folder; the same command again resumes it."""
-    arch = arch or DEFAULT_ARCH
     train_videos, val_videos = read_train_val(data, val_data, prefix, labels, skip_missing)
     overrides = {k: options.pop(k) for k in list(options) if k in MODEL_FIELDS}
-    if overrides.get("num_classes") is None:
-        overrides["num_classes"] = len(train_videos.classes)
-    model_cfg = config_from_options(arch, overrides)
+    finetune = fine_tuning(init, out, arch, overrides, len(train_videos.classes), options)
+    if init:
+        arch, model_cfg = finetune.arch, finetune.config
+    else:
+        arch = arch or DEFAULT_ARCH
+        if overrides.get("num_classes") is None:
+            overrides["num_classes"] = len(train_videos.classes)
+        model_cfg = config_from_options(arch, overrides)
     clip = presets.clip_config(model_cfg, arch, crop, parse_views(views or "10x3"))
     cfg = train_config(**options)
     init_distributed(pick_device(cfg.device))
-    summary = train_run(Path(out), train_videos, model_cfg, clip, cfg, val_videos, arch)
+    summary = train_run(Path(out), train_videos, model_cfg, clip, cfg, val_videos, arch, finetune=finetune)
     if not is_main_process():
         return
     if as_json:
