@@ -1,4 +1,5 @@
-"""Figures: the confusion heat map of a test. matplotlib is imported only here, on first use."""
+"""Figures: the confusion heat map of a test, the curves of runs. matplotlib is imported only here,
+on first use."""
 
 from __future__ import annotations
 
@@ -50,5 +51,27 @@ def plot_confusion(confusion: Confusion, pairs: tuple[ConfusedPair, ...], path) 
     text.axis("off")
     text.text(0, 1, "most confused (true -> predicted)\n\n" + "\n".join(lines), va="top", fontsize=9,
               family="monospace", transform=text.transAxes)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def plot_runs(runs, path) -> Path:
+    """Training loss (every logged step where the run has them, else per epoch) and validation
+    top-1 per epoch of one or several runs (RunSummary), one colour per run, on one figure."""
+    plt = pyplot()
+    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    for colour, run in enumerate(runs):
+        style = {"color": f"C{colour % 10}", "label": Path(run.run).name or run.run}
+        if run.steps:
+            loss_ax.plot([s.epochs for s in run.steps], [s.loss for s in run.steps], **style)
+        else:
+            loss_ax.plot([h.epoch for h in run.history], [h.loss for h in run.history], marker="o", **style)
+        validated = [h for h in run.history if h.val_top1 is not None]
+        val_ax.plot([h.epoch for h in validated], [h.val_top1 for h in validated], marker="o", **style)
+    loss_ax.set(xlabel="epoch", ylabel="training loss", title="loss")
+    val_ax.set(xlabel="epoch", ylabel="validation top-1 %", title="validation")
+    for ax in (loss_ax, val_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return save(fig, path)

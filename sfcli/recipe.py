@@ -28,6 +28,8 @@ class TrainConfig:
     device: str = "auto"
     decoder: str = "auto"
     checkpoint_every: int = 0  # steps; 0: only at the end of each epoch
+    log_every: int = 0  # steps between loss/lr records in metrics.jsonl; 0: epochs only
+    tensorboard: bool = False  # TensorBoard event files in the run folder too
     val_views: tuple[int, int] = (1, 1)  # (clips, crops) of the per-epoch validation; the final test uses the run's
 
     @property
@@ -35,7 +37,7 @@ class TrainConfig:
         return self.lr if self.lr is not None else 0.1 * self.batch_size / 64
 
 
-RESUMABLE = ("workers", "device", "decoder", "checkpoint_every", "val_views")
+RESUMABLE = ("workers", "device", "decoder", "checkpoint_every", "log_every", "tensorboard", "val_views")
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from sfcli.recipe import RESUMABLE, TrainConfig
 from sfcli.videolist import VideoList
 
 CONFIG_FILE, METRICS_FILE, BAD_VIDEOS_FILE, TEST_FILE = "config.json", "metrics.jsonl", "bad_videos.json", "test.json"
+BEST_CHECKPOINT = "best.pt"  # the weights of the epoch with the best validation so far
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,21 @@ class EpochRecord:
 
     def to_json(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """The training loss averaged over the steps since the last record, and the learning rate,
+    every --log-every steps; in metrics.jsonl as {"kind": "step", ...} between the epoch lines."""
+
+    epoch: int  # 1-based, as EpochRecord's
+    step: int  # steps finished in the epoch
+    epochs: float  # epochs done, with the fraction: the x of a curve
+    loss: float
+    lr: float
+
+    def to_json(self) -> dict:
+        return {"kind": "step", **dataclasses.asdict(self)}
 
 
 @dataclass
@@ -77,6 +94,7 @@ class RunSummary:
     epochs: int  # asked for
     history: tuple[EpochRecord, ...]
     test: EvalResult | None
+    steps: tuple[StepRecord, ...] = ()
 
     @property
     def epochs_done(self) -> int:
@@ -89,9 +107,12 @@ def read_run(run) -> RunSummary:
     try:
         config = json.loads((run / CONFIG_FILE).read_text())
         lines = (run / METRICS_FILE).read_text().splitlines() if (run / METRICS_FILE).exists() else []
-        history = tuple(EpochRecord(**json.loads(line)) for line in lines if line.strip())
+        records = [json.loads(line) for line in lines if line.strip()]
+        history = tuple(EpochRecord(**r) for r in records if "kind" not in r)
+        steps = tuple(StepRecord(**{k: v for k, v in r.items() if k != "kind"}) for r in records if "kind" in r)
         test = EvalResult.from_json(json.loads((run / TEST_FILE).read_text())) if (run / TEST_FILE).exists() else None
-        return RunSummary(str(run), config["arch"], tuple(config["classes"]), config["train"]["epochs"], history, test)
+        return RunSummary(str(run), config["arch"], tuple(config["classes"]), config["train"]["epochs"], history, test,
+                          steps)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise TrainingError(f"{run} is not a readable sfcli run folder ({err})") from None
 
@@ -147,8 +168,24 @@ def open_run(run: Path, config: dict, model, optimizer, scaler) -> RunState:
         run.mkdir(parents=True, exist_ok=True)
         write_atomic(run / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     if is_main_process():
-        write_atomic(run / METRICS_FILE, "".join(json.dumps(h.to_json()) + "\n" for h in state.history))
+        write_atomic(run / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in _records_until(run, state)))
     return state
+
+
+def _records_until(run: Path, state: RunState) -> list[dict]:
+    """metrics.jsonl's lines as far as the checkpoint `state` goes: its epochs, and the step
+    records of those and of its part of the current epoch."""
+    path = run / METRICS_FILE
+    steps = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            record = json.loads(line)
+        except ValueError:  # the last line, half-written when the run was killed
+            continue
+        if record.get("kind") == "step" and (record["epoch"], record["step"]) <= (state.epoch + 1, state.step):
+            steps.append(record)
+    epochs = [h.to_json() for h in state.history]
+    return sorted(steps + epochs, key=lambda r: (r["epoch"], r.get("step", math.inf)))
 
 
 def restore(path: Path, model, optimizer, scaler) -> RunState:
@@ -169,7 +206,7 @@ def save_run(run: Path, payload: dict, state: RunState) -> None:
     write_atomic(run / BAD_VIDEOS_FILE, json.dumps([b.to_json() for b in state.bad_video_list()], indent=2) + "\n")
 
 
-def append_metrics(run: Path, record: EpochRecord) -> None:
+def append_metrics(run: Path, record: EpochRecord | StepRecord) -> None:
     with open(run / METRICS_FILE, "a") as f:
         f.write(json.dumps(record.to_json()) + "\n")
 

@@ -23,12 +23,14 @@ from sfcli.devices import amp_dtype, autocast, pick_device
 from sfcli.distributed import all_max, all_sum, gather, is_main_process, world
 from sfcli.errors import Interrupted, TrainingError
 from sfcli.evaluation import BadVideo, EvalResult, evaluate, ignore_interrupts
-from sfcli.files import write_atomic
+from sfcli.files import save_checkpoint, write_atomic
 from sfcli.finetune import FineTuning
 from sfcli.model import SlowFast
 from sfcli.model_config import ModelConfig
 from sfcli.recipe import TrainConfig, epoch_order, learning_rate, make_optimizer, rank_batches, step_seed
+from sfcli.runlog import RunLog, is_best
 from sfcli.runs import (
+    BEST_CHECKPOINT,
     TEST_FILE,
     EpochRecord,
     RunState,
@@ -101,6 +103,7 @@ class Training:
     state: RunState
     steps_per_epoch: int
     finetune: FineTuning | None = None  # frozen parts and the classifier's rate
+    log: RunLog | None = None  # step records, TensorBoard
 
     @property
     def checkpoint_path(self) -> Path:
@@ -122,12 +125,17 @@ class Training:
 
     def finish_epoch(self, record: EpochRecord) -> None:
         state = self.state
+        if is_main_process() and is_best(record, state.history):  # before checkpoint.pt marks the epoch done
+            save_checkpoint(self.run / BEST_CHECKPOINT, make_payload(
+                self.model, self.dataset.videos.classes, self.arch, clip=dataclasses.asdict(self.clip),
+                epoch=record.epoch))
         state.history.append(record)
         state.epoch, state.step = state.epoch + 1, 0
         state.loss_sum = state.correct = state.clips = state.seconds = 0.0
         self.save()
         if is_main_process():
             append_metrics(self.run, record)
+            self.log.epoch_done(record)
 
 
 def train_step(t: Training, batch: dict, lr: float) -> None:
@@ -181,6 +189,7 @@ def train_epoch(t: Training, stop: StopSignals, reporter: Reporter) -> EpochReco
     for batch in loader:
         lr = t.learning_rate()
         train_step(t, batch, lr)
+        t.log.step(state, lr)
         elapsed = seconds_before + time.perf_counter() - began
         reporter.update(task, state.step, (state.clips - clips_before) / max(time.perf_counter() - began, 1e-9),
                         f"loss {state.loss_sum / state.clips:.3f} lr {lr:.4f}")
@@ -221,7 +230,9 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
     config = run_config(arch, model_cfg, clip, train_cfg, train_videos, val_videos)
     if finetune:
         config["finetune"] = finetune.to_json()
+    log = RunLog(run, train_cfg, steps_per_epoch)
     state = open_run(run, config, model, optimizer, scaler)
+    log.start(state)
     net = model
     if world_size > 1:
         device_ids = [device.index] if device.type == "cuda" else None
@@ -230,7 +241,7 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
     for path in state.bad_videos:  # quarantined in an earlier part of this run: never decoded again
         dataset.bad[train_videos.paths.index(Path(path))] = True
     t = Training(run, arch, clip, train_cfg, model, net, optimizer, scaler, dataset, device, state, steps_per_epoch,
-                 finetune)
+                 finetune, log)
 
     if state.epoch == 0 and state.step == 0:
         reporter.print(f"training {arch} ({count_params(model):,} parameters) on {len(train_videos.paths)} videos, "
@@ -255,6 +266,7 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
                 raise Interrupted(f"interrupted after epoch {state.epoch}; a checkpoint was written to "
                                   f"{t.checkpoint_path}: run the same command to resume", stop.signum)
 
+    log.close()
     checksums = tuple(gather(weights_checksum(model)))
     test = None
     if val_videos is not None:

@@ -51,6 +51,10 @@ def training_options(fn):
                      help="Mixed precision: bf16 (fp16 on older GPUs) on CUDA and on CPUs with native bf16."),
         click.option("--checkpoint-every", type=click.IntRange(0), default=0, show_default=True,
                      help="Also write a checkpoint every N steps (0: at the end of each epoch only)."),
+        click.option("--log-every", type=click.IntRange(0), default=0, show_default=True,
+                     help="Also write the loss and learning rate to metrics.jsonl every N steps (0: epochs only)."),
+        click.option("--tensorboard", is_flag=True,
+                     help="TensorBoard event files in RUN/tensorboard (pip install 'sfcli[tensorboard]')."),
         click.option("--views", help="Test views of the final test, CLIPSxCROPS [default: 10x3]."),
         click.option("--val-views", default="1x1", show_default=True, help="Views of the per-epoch validation."),
     ]):
@@ -59,12 +63,12 @@ def training_options(fn):
 
 
 def train_config(epochs, batch_size, lr, warmup_epochs, weight_decay, seed, amp, workers, device, decoder,
-                 checkpoint_every, val_views, **_) -> TrainConfig:
+                 checkpoint_every, log_every, tensorboard, val_views, **_) -> TrainConfig:
     return TrainConfig(epochs=epochs or TrainConfig.epochs, batch_size=batch_size, lr=lr,
                        warmup_epochs=TrainConfig.warmup_epochs if warmup_epochs is None else warmup_epochs,
                        weight_decay=weight_decay, seed=seed, amp=amp,
                        workers=workers, device=device, decoder=decoder, checkpoint_every=checkpoint_every,
-                       val_views=parse_views(val_views))
+                       log_every=log_every, tensorboard=tensorboard, val_views=parse_views(val_views))
 
 
 def finetune_options(fn):
