@@ -42,7 +42,6 @@ from sfcli.layouts import translate
 from sfcli.model import SlowFast
 from sfcli.presets import PRESETS, build_config
 from sfcli.synth import encode, pick_codec, render
-from sfcli.transforms import uniform_positions
 
 # pytorchvideo.transforms imports torchvision's functional_tensor, renamed _functional_tensor in
 # torchvision 0.17: the same module under its old name lets the real transforms import.
@@ -97,7 +96,7 @@ def reference_pipeline(model, path: Path, crop: int, no_grad: bool, num_clips: i
     clip_seconds = cfg.fast_frames * cfg.fast_stride / FPS
     room = float(video.duration) - clip_seconds
     total = 0
-    for position in uniform_positions(num_clips):
+    for position in ([0.5] if num_clips == 1 else [i / (num_clips - 1) for i in range(num_clips)]):
         start = room * position
         frames = transform(video.get_clip(start, start + clip_seconds)["video"])  # (C, T, H, W)
         for index in range(num_crops):

@@ -17,8 +17,9 @@ from sfcli.transforms import (
     KINETICS_STD,
     clip_indices,
     resize_short_side,
+    scale_short_side,
     three_crops,
-    uniform_positions,
+    view_clip_indices,
 )
 from sfcli.videolist import VideoList
 
@@ -50,28 +51,44 @@ def read_clips(path, clip: ClipConfig, starts: list[float], short_side: int, dec
     """uint8 (clips, C, T, H, W) of one video at the given start fractions, short side resized,
     from one decode; `seconds` = (start, end) keeps the clips inside that part of the video.
     Also returns the video's frame count and frame rate."""
+    def pick(num_frames, fps):
+        return [i for s in starts for i in clip_indices(num_frames, fps, clip.frames, clip.stride, s)]
+
+    frames, num_frames, fps = _decode_clips(path, pick, decoder, seconds)
+    frames = resize_short_side(frames.permute(0, 3, 1, 2), short_side)  # (N*T, C, H, W)
+    clips = frames.reshape(len(starts), clip.frames, *frames.shape[1:]).transpose(1, 2)
+    return clips, num_frames, fps
+
+
+def _decode_clips(path, pick, decoder: str, seconds) -> tuple[torch.Tensor, int, float]:
+    """(frames (N, H, W, C) that pick(num_frames, fps) chooses, frame count, frame rate); with
+    `seconds`, pick sees only that part of the video and its indices count from its start."""
     found = {}
 
-    def pick(num_frames, fps):
+    def pick_in_window(num_frames, fps):
         found.update(num_frames=num_frames, fps=fps)
         first, end = 0, num_frames
         if seconds is not None:
             first = min(int(seconds[0] * fps), num_frames - 1)
             end = max(first + 1, min(num_frames, math.ceil(seconds[1] * fps)))
-        return [first + i for s in starts for i in clip_indices(end - first, fps, clip.frames, clip.stride, s)]
+        return [first + i for i in pick(end - first, fps)]
 
-    frames = decode(path, pick, decoder)
-    frames = resize_short_side(frames.permute(0, 3, 1, 2), short_side)  # (N*T, C, H, W)
-    clips = frames.reshape(len(starts), clip.frames, *frames.shape[1:]).transpose(1, 2)
-    return clips, found["num_frames"], found["fps"]
+    return decode(path, pick_in_window, decoder), found["num_frames"], found["fps"]
 
 
 def test_views(path, clip: ClipConfig, decoder: str = "auto", seconds=None) -> tuple[torch.Tensor, int, float]:
-    """The paper's test views of one video (or of `seconds` of it): clip.num_clips uniform clips x
-    clip.num_crops crops, uint8 (views, C, T, test_crop, test_crop), decoded once; with the
-    video's frame count and frame rate."""
-    starts = uniform_positions(clip.num_clips)
-    clips, num_frames, fps = read_clips(path, clip, starts, clip.test_short, decoder, seconds)
+    """The reference's test views of one video (or of `seconds` of it): clip.num_clips clips x
+    clip.num_crops crops, uint8 (views, C, T, test_crop, test_crop), clip-major, decoded once;
+    with the video's frame count and frame rate. Clip frames, resize and crops are PySlowFast's
+    (sfcli.transforms: view_clip_indices, scale_short_side, three_crops)."""
+    n = clip.num_clips
+
+    def pick(num_frames, fps):
+        return [i for k in range(n) for i in view_clip_indices(num_frames, fps, clip.frames, clip.stride, k, n)]
+
+    frames, num_frames, fps = _decode_clips(path, pick, decoder, seconds)
+    frames = scale_short_side(frames.permute(0, 3, 1, 2), clip.test_short)  # (N*T, C, H, W)
+    clips = frames.reshape(n, clip.frames, *frames.shape[1:]).transpose(1, 2)
     views = three_crops(clips, clip.test_crop, clip.num_crops)  # M x (N, C, T, crop, crop)
     # NDHWC (channels_last_3d) in memory, the frames' own layout and the network's: one copy.
     views = torch.stack([v.permute(0, 2, 3, 4, 1) for v in views], dim=1).flatten(0, 1).permute(0, 4, 1, 2, 3)

@@ -67,7 +67,7 @@ TABLE = (
     ("conv", "non-local", "{pathway}.stages.{s-2}.{i}.out.0", "s{s}.pathway{p}_nonlocal{j}.conv_out",
      None, "{t}nonlocal_conv{s}_{j}_out"),
     ("bn", "non-local", "{pathway}.stages.{s-2}.{i}.out.1",
-     ("s{s}.pathway{p}_nonlocal{j}.norm", "s{s}.pathway{p}_nonlocal{j}.bn"), None, "{t}nonlocal_conv{s}_{j}_bn"),
+     ("s{s}.pathway{p}_nonlocal{j}.bn", "s{s}.pathway{p}_nonlocal{j}.norm"), None, "{t}nonlocal_conv{s}_{j}_bn"),
     # PyTorchVideo's head is the block after the pool (6); a head at any block number is read.
     ("linear", "head", "fc", "head.projection", ("blocks.6.proj", "blocks.{head}.proj"), "pred"),
 )

@@ -189,6 +189,9 @@ class SlowFast(nn.Module):
             head_in += self.slow.widths[-1]
         self.dropout = nn.Dropout(cfg.dropout)
         self.fc = nn.Linear(head_in, cfg.num_classes)
+        # Spatial window (res5 cells) of the test head, or None: global pooling, one classifier
+        # call (training, and views of the training size). Set on test copies (sfcli.predict).
+        self.head_window: int | None = None
         # Slow frames out of the Fast-rate clip: linspace(0, alpha*T - 1, T), rounded down.
         self.register_buffer("slow_index", torch.linspace(0, cfg.fast_frames - 1, cfg.frames).long(), persistent=False)
         self.reset_parameters()
@@ -231,9 +234,8 @@ class SlowFast(nn.Module):
         # timediff: frame t minus frame t-1; the first frame has no predecessor and gets zeros.
         return torch.diff(gray, dim=2, prepend=gray[:, :, :1])
 
-    def features(self, clip):
-        """Pooled features (B, C) of a clip (B, 3, alpha*T, H, W)."""
-        pooled = []
+    def res5(self, clip) -> list[torch.Tensor]:
+        """The res5 maps (B, C, T, H, W) of a clip (B, 3, alpha*T, H, W): Slow's, then Fast's."""
         # Every layer keeps the memory format of its input: converting a pathway's input to the
         # pathway's format runs the whole pathway in it.
         slow = fast = None
@@ -249,10 +251,26 @@ class SlowFast(nn.Module):
                 slow = self.slow.stages[i](slow)
             if fast is not None:
                 fast = self.fast.stages[i](fast)
-        for x in (slow, fast):
-            if x is not None:
-                pooled.append(x.mean(dim=(2, 3, 4)))
-        return torch.cat(pooled, dim=1)
+        return [x for x in (slow, fast) if x is not None]
+
+    def features(self, clip):
+        """Globally pooled features (B, C) of a clip (B, 3, alpha*T, H, W)."""
+        return torch.cat([x.mean(dim=(2, 3, 4)) for x in self.res5(clip)], dim=1)
 
     def forward(self, clip):
+        """Logits (B, classes); with `head_window` set, log-probabilities (see `windowed_head`)."""
+        if self.head_window is not None:
+            return self.windowed_head(self.res5(clip), self.head_window)
         return self.fc(self.dropout(self.features(clip)))
+
+    def windowed_head(self, maps: list[torch.Tensor], window: int) -> torch.Tensor:
+        """The reference's fully convolutional test head: each res5 map average-pooled over its
+        whole length and `window` x `window` cells at stride 1 (window = training crop / 32: a
+        256 view of a network trained on 224 crops gives 2 x 2 positions of its 8 x 8 map), the
+        classifier applied at every position, the positions' softmaxes averaged. Returned as the
+        log of that average, so that a softmax of the output gives it back."""
+        # Python ints: a traced export (sfcli.export) needs the kernel as constants, not shape ops.
+        pooled = [F.avg_pool3d(x, (int(x.shape[2]), min(window, int(x.shape[3])), min(window, int(x.shape[4]))),
+                               stride=1) for x in maps]
+        positions = torch.cat(pooled, dim=1).flatten(2).transpose(1, 2)  # (B, positions, C)
+        return self.fc(positions).softmax(dim=-1).mean(dim=1).log()

@@ -31,11 +31,16 @@ class Predictor:
     info: CheckpointInfo
 
 
+HEAD_POOLS = ("reference", "global")
+
+
 def load_predictor(checkpoint, arch: str | None = None, labels=None, views: tuple[int, int] = (10, 3),
-                   device: str = "auto") -> Predictor:
+                   device: str = "auto", head_pool: str = "reference") -> Predictor:
     """Any checkpoint format (a run folder, an sfcli file, PySlowFast or PyTorchVideo weights);
     class names from `labels`, else the checkpoint's, else Kinetics-400's for 400 outputs; the
-    run's own view settings (the preset's for foreign weights) with `views` = (clips, crops)."""
+    run's own view settings (the preset's for foreign weights) with `views` = (clips, crops).
+    `head_pool` "reference" scores views larger than the training crop with the reference's
+    fully convolutional head (SlowFast.windowed_head); "global" pools the whole res5 map."""
     dev = pick_device(device)
     model, info = load_model(checkpoint, arch)
     classes = info.classes
@@ -48,7 +53,10 @@ def load_predictor(checkpoint, arch: str | None = None, labels=None, views: tupl
     clip = ClipConfig(**info.clip) if info.clip else clip_config(info.config, info.arch)
     clip = dataclasses.replace(clip, num_clips=num_clips, num_crops=num_crops)
     # The inference copy: BN folded into the convs, conv + ReLU (+ residual add) in one call.
-    return Predictor(fuse_bn(model.to(dev)), classes, clip, dev, info)
+    inference = fuse_bn(model.to(dev))
+    if head_pool == "reference" and clip.test_crop > clip.crop and model.cfg.fast_input != "half":
+        inference.head_window = clip.crop // 32  # res5 cells of a training crop
+    return Predictor(inference, classes, clip, dev, info)
 
 
 def view_chunk(device: torch.device, views: int) -> int:
@@ -61,13 +69,14 @@ def view_chunk(device: torch.device, views: int) -> int:
 
 @torch.inference_mode()
 def view_probabilities(model, views: torch.Tensor, clip: ClipConfig, device: torch.device, amp: bool = False,
-                       chunk: int | None = None) -> torch.Tensor:
+                       chunk: int | None = None, multi_label: bool = False) -> torch.Tensor:
     """Softmax scores (N, classes), float32 on the CPU, of N uint8 views (N, C, T, H, W) cut as
-    `clip` says, normalised as it says and run through the network `chunk` views at a time."""
+    `clip` says, normalised as it says and run through the network `chunk` views at a time;
+    `multi_label`: each class's sigmoid instead."""
     chunk = chunk or view_chunk(device, len(views))
     out = []
     for part in views.split(chunk):
         with autocast(device, amp):
             logits = model(normalize(part.to(device, non_blocking=True), clip.mean, clip.std))
-        out.append(logits.float().softmax(dim=1).cpu())
+        out.append((logits.float().sigmoid() if multi_label else logits.float().softmax(dim=1)).cpu())
     return torch.cat(out)

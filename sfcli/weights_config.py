@@ -32,6 +32,11 @@ def infer_fields(sd: Mapping) -> dict:
     present = [p for p in ("slow", "fast") if f"{p}.stem.0.0.weight" in shape]
     if not present:
         raise CheckpointError("the weights have no stem (no slow.stem or fast.stem), so the network cannot be inferred")
+    for p in present:
+        stem = shape[f"{p}.stem.0.0.weight"]
+        if len(stem) != 5 or 0 in stem:
+            raise CheckpointError(f"the {p} stem's weight has shape {stem}, not that of a 3D convolution "
+                                  f"(out, in, time, height, width), so the weights are damaged")
     fields["pathway"] = "slowfast" if len(present) == 2 else present[0]
     main = present[0]
     if "fc.weight" in shape:
@@ -113,20 +118,48 @@ def _choose_preset(fields: dict) -> str:
     return min(enumerate(PRESETS.items()), key=score)[1][0]
 
 
+# What weights cannot show: presets that differ only here hold tensors of the same shapes.
+UNSEEN_FIELDS = ("frames", "tau", "alpha")
+
+
+def _unresolved(fields: dict, settled) -> list[str]:
+    """The presets that fit the weights in every field they show, where more than one fits and
+    they differ in an unseen field that `settled` (hints, overrides) does not set."""
+    fitting = [name for name, preset in PRESETS.items()
+               if all(_fits(v, getattr(preset.model, f)) for f, v in fields.items() if f != "num_classes")]
+    differing = {f for f in UNSEEN_FIELDS if f not in settled
+                 and len({getattr(PRESETS[name].model, f) for name in fitting}) > 1}
+    return fitting if differing else []
+
+
+def _label(arch: str, config: ModelConfig) -> str:
+    """The preset that is exactly `config` but for its classes and dropout (`arch` if several
+    or none are), so that a network read with a cfg's frames and tau is named by them."""
+    plain = lambda c: {**c.to_dict(), "num_classes": 0, "dropout": 0}  # noqa: E731
+    same = [name for name, preset in PRESETS.items() if plain(preset.model) == plain(config)]
+    return arch if arch in same or not same else same[0]
+
+
 def infer_config(state_dict: Mapping, arch: str | None = None, hints: dict | None = None,
                  **overrides) -> tuple[str, ModelConfig]:
     """(arch, config) for an sfcli-layout state dict that came without a config.
 
     The weights decide the structure (see `infer_fields`); the preset decides what they cannot
     show: frames T, tau, alpha of T-conv laterals, dropout. Without `arch` the closest preset is
-    chosen (`_choose_preset`); `hints` (from a PySlowFast cfg) may then set alpha, frames, tau.
-    With `arch`, a structural field where the preset disagrees with the weights is a
-    CheckpointError naming both, unless `overrides` sets it; num_classes always follows the
-    weights unless overridden. `overrides` (None values ignored) win over everything."""
+    chosen (`_choose_preset`); `hints` (from a PySlowFast cfg) may then set alpha, frames, tau,
+    and the result is named by the preset it then is (`_label`). Where presets that differ only
+    in what the weights cannot show fit alike (Slow 4x16 and 8x8) and neither hints nor
+    overrides settle it, a CheckpointError names them. With `arch`, a structural field where the
+    preset disagrees with the weights is a CheckpointError naming both, unless `overrides` sets
+    it; num_classes always follows the weights unless overridden. `overrides` (None values
+    ignored) win over everything."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
     fields = infer_fields(state_dict)
     explicit = arch is not None
     if arch is None:
+        if candidates := _unresolved(fields, {**(hints or {}), **overrides}):
+            raise CheckpointError(f"the weights fit {' and '.join(candidates)} alike (their frames and tau "
+                                  f"are not in the weights): pass --arch (or --frames and --tau) to say which")
         arch = _choose_preset(fields)
     elif arch not in PRESETS:
         raise CheckpointError(f"unknown architecture {arch!r}; choose one of {', '.join(PRESETS)}")
@@ -148,30 +181,44 @@ def infer_config(state_dict: Mapping, arch: str | None = None, hints: dict | Non
     if not explicit and hints:
         values.update({k: v for k, v in hints.items() if k not in overrides})
     try:
-        return arch, ModelConfig.from_dict({**preset.to_dict(), **values, **overrides})
+        config = ModelConfig.from_dict({**preset.to_dict(), **values, **overrides})
     except ConfigError as err:
         raise CheckpointError(f"the inferred network is not valid: {err}") from None
+    return (arch if explicit else _label(arch, config)), config
 
 
 def _show(value) -> str:
     return str(value) if not isinstance(value, tuple) else "(" + ", ".join(map(str, value)) + ")"
 
 
+def cfg_values(cfg_text: str) -> dict[str, str]:
+    """The scalars of a YAML mapping as PySlowFast's cfg.dump() writes it, by dotted path
+    ("SLOWFAST.ALPHA", not the "MIXUP.ALPHA" before it): nesting by indentation, quotes
+    stripped; list items and anything else that is not `KEY: value` are skipped."""
+    values, parents = {}, []  # parents: (indent, key) of the mappings the current line is inside
+    for line in cfg_text.splitlines():
+        if not (m := re.match(r"^( *)([A-Za-z_]\w*):(?:\s+(.*?))?\s*$", line)):
+            continue
+        indent, key, value = len(m.group(1)), m.group(2), m.group(3)
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        if value:
+            values[".".join([k for _, k in parents] + [key])] = value.strip("'\"")
+        else:
+            parents.append((indent, key))
+    return values
+
+
 def pyslowfast_cfg_hints(cfg_text) -> dict:
     """alpha, frames and tau from the YAML dump PySlowFast stores under "cfg": DATA.NUM_FRAMES
-    is the Fast-rate clip, DATA.SAMPLING_RATE the Fast stride. Only the few scalars needed are
-    read, line by line; anything unexpected gives {}."""
+    is the Fast-rate clip, DATA.SAMPLING_RATE the Fast stride, SLOWFAST.ALPHA the ratio (1 for
+    MODEL.ARCH slow). Anything unexpected gives {}."""
     if not isinstance(cfg_text, str):
         return {}
-    values, section = {}, None
-    for line in cfg_text.splitlines():
-        if m := re.match(r"^([A-Z_]+):\s*$", line):
-            section = m.group(1)
-        elif (m := re.match(r"^  ([A-Z_]+):\s*(\S+)\s*$", line)) and section:
-            values[f"{section}.{m.group(1)}"] = m.group(2)
+    values = cfg_values(cfg_text)
     try:
         frames, rate = int(values["DATA.NUM_FRAMES"]), int(values["DATA.SAMPLING_RATE"])
-        arch = values.get("MODEL.ARCH", "slowfast").strip("'\"")
+        arch = values.get("MODEL.ARCH", "slowfast")
         alpha = int(values.get("SLOWFAST.ALPHA", 8)) if arch == "slowfast" else 1
     except (KeyError, ValueError):
         return {}

@@ -313,9 +313,19 @@ def test_layouts_round_trip_and_infer_every_preset(arch):
         assert all(known(k, "pytorchvideo") for k in ptv)
         assert translate(ptv, "pytorchvideo", "sfcli").keys() == sd.keys()
         assert translate(ptv, "pytorchvideo", "pyslowfast").keys() == pys.keys()
+    if arch.startswith("slow_"):  # Slow-only 4x16 and 8x8 have the same weights: the caller says which
+        with pytest.raises(CheckpointError, match="fit slow_4x16_r50 and slow_8x8_r50 alike") as err:
+            infer_config(sd)
+        one_sentence(str(err.value))
+        assert "--arch" in str(err.value)
+        model = PRESETS[arch].model
+        assert infer_config(sd, frames=model.frames, tau=model.tau) == (arch, model)
+        # A PySlowFast cfg's frames and tau name the network by what it is.
+        assert infer_config(sd, hints={"alpha": 1, "frames": model.frames, "tau": model.tau}) == (arch, model)
+        assert infer_config(sd, arch) == (arch, model)
+        return
     inferred, config = infer_config(sd)
-    # Slow-only 4x16 and 8x8 have the same weights: the 8x8 preset is the documented choice.
-    assert inferred == ("slow_8x8_r50" if arch == "slow_4x16_r50" else arch)
+    assert inferred == arch
     assert config == PRESETS[inferred].model
 
 
@@ -324,10 +334,11 @@ def test_nonlocal_blocks_map_to_pyslowfast_names():
         sd = SlowFast(build_config("slowfast_16x8_r101_nl")).state_dict()
     pys = translate(sd, "sfcli", "pyslowfast")
     for j in (6, 13, 20):
-        for part in ("conv_theta.weight", "conv_phi.bias", "conv_g.weight", "conv_out.bias", "norm.running_var"):
+        for part in ("conv_theta.weight", "conv_phi.bias", "conv_g.weight", "conv_out.bias", "bn.running_var"):
             assert f"s4.pathway0_nonlocal{j}.{part}" in pys
     assert "s4.pathway0_res22.branch2.c.weight" in pys
-    old_names = {k.replace(".norm.", ".bn.") if "nonlocal" in k else k: v for k, v in pys.items()}
+    assert not any(".norm." in k for k in pys)  # PySlowFast's NonLocal calls its BN `bn`: it loads strictly
+    old_names = {k.replace(".bn.", ".norm.") if "nonlocal" in k else k: v for k, v in pys.items()}
     assert translate(old_names, "pyslowfast", "sfcli").keys() == sd.keys()
     with pytest.raises(CheckpointError, match="no non-local blocks"):
         translate(sd, "sfcli", "pytorchvideo")
@@ -346,7 +357,7 @@ CAFFE2_NAMES = {
     "t_res3_3_branch2c_bn_subsample_bn_rm": "s3_fuse.bn.running_mean",
     "t_res4_22_branch2c_bn_subsample_bn_s": "s4_fuse.bn.weight", "nonlocal_conv4_6_theta_w":
     "s4.pathway0_nonlocal6.conv_theta.weight", "nonlocal_conv4_13_out_b": "s4.pathway0_nonlocal13.conv_out.bias",
-    "nonlocal_conv4_20_bn_riv": "s4.pathway0_nonlocal20.norm.running_var", "pred_w": "head.projection.weight",
+    "nonlocal_conv4_20_bn_riv": "s4.pathway0_nonlocal20.bn.running_var", "pred_w": "head.projection.weight",
 }
 
 
@@ -407,6 +418,12 @@ def test_pyslowfast_cfg_sets_frames_and_alpha(tmp_path):
     assert pyslowfast_cfg_hints("DATA:\n  NUM_FRAMES: 8\n  SAMPLING_RATE: 8\nMODEL:\n  ARCH: slow\n") == \
         {"alpha": 1, "frames": 8, "tau": 8}
     assert pyslowfast_cfg_hints("garbage") == {} and pyslowfast_cfg_hints(None) == {}
+    # As cfg.dump() writes it: MIXUP.ALPHA comes first, nested mappings and lists in between.
+    dumped = "DATA:\n  MEAN:\n  - 0.45\n  NUM_FRAMES: 16\n  SAMPLING_RATE: 4\nMIXUP:\n  ALPHA: 0.8\nMODEL:\n" \
+             "  ARCH: 'slow'\n  MULTI_PATHWAY_ARCH:\n  - slowfast\nMVIT:\n  REV:\n    ENABLE: false\n" \
+             "  DEPTH: 16\nSLOWFAST:\n  ALPHA: 4\n"
+    assert pyslowfast_cfg_hints(dumped) == {"alpha": 1, "frames": 16, "tau": 4}
+    assert pyslowfast_cfg_hints(dumped.replace("'slow'", "slowfast")) == {"alpha": 4, "frames": 4, "tau": 16}
     path = tmp_path / "w.pyth"
     torch.save({"model_state": translate(tiny().state_dict(), "sfcli", "pyslowfast"), "epoch": 9, "cfg": cfg}, path)
     _, info = ck.load_model(path)

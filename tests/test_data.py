@@ -159,7 +159,9 @@ def test_test_views_are_uniform_clips_times_three_crops(tmp_path):
     views = VideoDataset(videos, SMALL, train=False)[0]["clip"]
     assert views.shape == (9, 3, 8, 40, 40)  # clip-major: 3 clips x 3 crops
     first_frames = [frame_number(views[v, :, 0]) for v in range(9)]
-    assert first_frames == [0, 0, 0, 37, 37, 37, 74, 74, 74]  # 3 clips over the 90-16=74 frames of room
+    # The reference's starts: a window of ceil(2 * 7) = 14 frames leaves 76 free, clip i of 3 starts
+    # at 76 * i / 3 = 0, 25.3, 50.7, the first whole frames 0, 26, 51.
+    assert first_frames == [0, 0, 0, 26, 26, 26, 51, 51, 51]
 
 
 def test_three_crops_positions():

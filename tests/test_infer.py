@@ -109,7 +109,9 @@ def test_a_window_decodes_only_its_own_frames(videos, decoder):
     clip = ClipConfig(frames=8, stride=2, test_short=48, test_crop=48, num_clips=2, num_crops=1)
     views = data.test_views(long, clip, decoder, seconds=(3, 5))[0]  # frames 90 to 149
     frames = [[frame_number(views[v, :, t]) for t in range(clip.frames)] for v in range(2)]
-    assert frames[0][0] == 90 and frames[1][-1] == 149
+    # The reference's starts within the window's 60 frames: a 14-frame window leaves 46 free, clip 1
+    # of 2 starts at 23 (frames 113-127; its last pick, 15, clamped to the 15 frames decoded).
+    assert frames[0][0] == 90 and frames[1] == [113, 115, 117, 119, 121, 123, 125, 127]
     assert all(90 <= f < 150 for clip_frames in frames for f in clip_frames)
 
 
