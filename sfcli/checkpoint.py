@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from sfcli import hub
 from sfcli.caffe2 import fit_caffe2_shapes, is_caffe2, load_caffe2
 from sfcli.cost import count_params
 from sfcli.errors import CheckpointError, ConfigError
@@ -100,7 +101,10 @@ RUN_CHECKPOINT = "checkpoint.pt"  # the latest checkpoint inside a run folder
 
 
 def resolve_checkpoint(path) -> Path:
-    """A checkpoint file, or a run folder's latest checkpoint."""
+    """A checkpoint file, a run folder's latest checkpoint, or the cached file of named official
+    weights (downloaded on first use)."""
+    if weights := hub.named(path):
+        return hub.fetch(weights)
     path = Path(path)
     if path.is_dir():
         if not (path / RUN_CHECKPOINT).is_file():
@@ -136,6 +140,8 @@ def read_checkpoint(path, arch: str | None = None, **overrides) -> tuple[dict, C
     top; an `arch` other than the saved one is an error). Foreign ones take `arch`, or the preset
     `infer_config` picks, with the structure the weights show."""
     file = resolve_checkpoint(path)
+    if arch is None and (weights := hub.named(path)):
+        arch = weights.arch  # the zoo's network: Slow 4x16 and 8x8 have the same tensors
     checkpoint = load_caffe2(file) if is_caffe2(file) else load_checkpoint(file)
     fmt, sd = unwrap(checkpoint, f"checkpoint {file}")
     state_dict = translate(sd, fmt, "sfcli")

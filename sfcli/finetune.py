@@ -8,15 +8,15 @@ command resumes from the run's checkpoint without reading them, and refuses if t
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from sfcli.checkpoint import RUN_CHECKPOINT, load_weights, read_checkpoint
+from sfcli.checkpoint import RUN_CHECKPOINT, load_weights, read_checkpoint, resolve_checkpoint
 from sfcli.errors import TrainingError
+from sfcli.hub import sha256_of
 from sfcli.model import SlowFast
 from sfcli.model_config import ModelConfig
 from sfcli.recipe import TrainConfig, make_optimizer
@@ -76,7 +76,8 @@ class FineTuning:
         out = []
         if self.source is not None:
             out.append(f"fine-tuning from {self.source.path} ({self.source.format} weights of {self.arch}, "
-                       f"sha256 {self.source.sha256[:12]}): base lr {cfg.base_lr:g}, warm-up {cfg.warmup_epochs:g} epochs")
+                       f"sha256 {self.source.sha256[:12]}): base lr {cfg.base_lr:g}, "
+                       f"warm-up {cfg.warmup_epochs:g} epochs")
             if self.source.head != "kept":
                 out.append(f"classifier {HEAD} {self.source.head} (a fresh one for the data's classes)")
         if self.freeze or self.freeze_bn or self.head_lr_mult != 1:
@@ -137,14 +138,6 @@ def _is_bn_param(model: SlowFast, name: str) -> bool:
     return isinstance(owner, torch.nn.modules.batchnorm._BatchNorm)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def prepare_init(path, run, num_classes: int, arch: str | None = None, explicit: dict | None = None,
                  **controls) -> FineTuning:
     """The fine-tuning of run folder `run` from the weights at `path` for data of `num_classes`.
@@ -169,9 +162,9 @@ def prepare_init(path, run, num_classes: int, arch: str | None = None, explicit:
     if HEAD + ".weight" not in weights or weights[HEAD + ".weight"].shape[0] != num_classes:
         weights = {k: v for k, v in weights.items() if not k.startswith(HEAD + ".")}
         head = f"replaced: {info.config.num_classes} -> {num_classes} classes"
-    file = Path(path) if Path(path).is_file() else Path(path) / RUN_CHECKPOINT
+    file = resolve_checkpoint(path)
     stat = file.stat()
-    source = InitSource(path, file_sha256(file), stat.st_size, stat.st_mtime_ns, info.format, info.arch, head)
+    source = InitSource(path, sha256_of(file), stat.st_size, stat.st_mtime_ns, info.format, info.arch, head)
     return FineTuning(info.arch, config, source, weights, **controls)
 
 
@@ -207,6 +200,6 @@ def _check_unchanged(source: InitSource) -> None:
     stat = file.stat()
     if (stat.st_size, stat.st_mtime_ns) == (source.bytes, source.mtime_ns):
         return
-    if file_sha256(file) != source.sha256:
+    if sha256_of(file) != source.sha256:
         raise TrainingError(f"{source.path} changed since this run started from it (sha256 was "
                             f"{source.sha256[:12]}); restore it, or pass a new --out to fine-tune from the new file")

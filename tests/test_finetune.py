@@ -13,7 +13,8 @@ from test_train import start, wait_for_checkpoint, weights
 
 from sfcli.checkpoint import save_model
 from sfcli.errors import CheckpointError, TrainingError
-from sfcli.finetune import FineTuning, file_sha256, prepare_init
+from sfcli.finetune import FineTuning, prepare_init
+from sfcli.hub import sha256_of
 from sfcli.layouts import translate
 from sfcli.presets import create_model
 from sfcli.recipe import TrainConfig
@@ -134,7 +135,7 @@ def test_a_fine_tuning_run_says_and_records_where_it_started(tuned):
     assert "base lr 0.000625, warm-up 0.2 epochs" in result.stderr  # the --init defaults at batch 4
     config = json.loads((run / "config.json").read_text())
     init = config["finetune"]["init"]
-    assert init["path"] == str(source) and init["sha256"] == file_sha256(source) and init["format"] == "caffe2"
+    assert init["path"] == str(source) and init["sha256"] == sha256_of(source) and init["format"] == "caffe2"
     assert config["finetune"]["freeze"] == "res3" and config["finetune"]["freeze_bn"] is True
     assert config["train"]["lr"] == 0.01 * 4 / 64 and config["train"]["warmup_epochs"] == 0.2
 

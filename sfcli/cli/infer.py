@@ -6,6 +6,7 @@ import click
 
 from sfcli import infer as sfinfer
 from sfcli.cli.common import UserError, parse_views, print_json, print_table
+from sfcli.hub import DEFAULT_WEIGHTS
 from sfcli.infer import VideoPrediction
 from sfcli.predict import load_predictor
 
@@ -13,7 +14,9 @@ from sfcli.predict import load_predictor
 @click.command()
 @click.argument("videos", nargs=-1, required=True, type=click.Path())
 @click.option("--checkpoint", type=click.Path(), help="A run folder or an sfcli checkpoint.")
-@click.option("--weights", type=click.Path(), help="PySlowFast (.pyth) or PyTorchVideo weights; see --arch.")
+@click.option("--weights", type=click.Path(),
+              help=f"PySlowFast (.pyth, .pkl) or PyTorchVideo weights, or a name `sfcli models` lists; see --arch "
+                   f"[default: {DEFAULT_WEIGHTS}, downloaded once].")
 @click.option("--arch", help="Architecture of --weights (default: recognised from the weights).")
 @click.option("--labels", type=click.Path(dir_okay=False), help="Class names, one per line, in output order.")
 @click.option("--top-k", type=click.IntRange(1), default=5, show_default=True)
@@ -26,8 +29,10 @@ from sfcli.predict import load_predictor
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list of results.")
 def infer(videos, checkpoint, weights, arch, labels, top_k, views, window, stride, device, decoder, as_json):
     """Top-k labels of videos (files or folders), and per time window with --window."""
-    if (checkpoint is None) == (weights is None):
-        raise UserError("give exactly one of --checkpoint and --weights")
+    if checkpoint is not None and weights is not None:
+        raise UserError("give at most one of --checkpoint and --weights")
+    if checkpoint is None and weights is None:
+        weights = DEFAULT_WEIGHTS  # the design's own usage line: `sfcli infer video.mp4`
     if stride is not None and window is None:
         raise UserError("--stride needs --window")
     predictor = load_predictor(checkpoint or weights, arch, labels, parse_views(views), device)
