@@ -32,6 +32,10 @@ _EXPORTS = {
     "read_checkpoint": "sfcli.checkpoint",
     "save_model": "sfcli.checkpoint",
     "convert": "sfcli.checkpoint",
+    # fine-tuning and named official weights
+    "FineTuning": "sfcli.finetune",
+    "prepare_init": "sfcli.finetune",
+    "WEIGHTS": "sfcli.hub",
     # data
     "ClipConfig": "sfcli.data",
     "VideoDataset": "sfcli.data",
