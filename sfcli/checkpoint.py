@@ -14,6 +14,7 @@ state dicts) are read through the table in `sfcli.layouts`; their network is inf
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -24,13 +25,14 @@ import torch
 from sfcli import hub
 from sfcli.caffe2 import fit_caffe2_shapes, is_caffe2, load_caffe2
 from sfcli.cost import count_params
+from sfcli.data import ClipConfig
 from sfcli.errors import CheckpointError, ConfigError
 from sfcli.files import load_checkpoint, save_checkpoint
 from sfcli.layouts import translate, unwrap
 from sfcli.model import SlowFast
-from sfcli.model_config import ModelConfig
+from sfcli.model_config import LIMITS, ModelConfig
 from sfcli.presets import PRESETS
-from sfcli.weights_config import infer_config, pyslowfast_cfg_hints
+from sfcli.weights_config import infer_config, infer_fields, pyslowfast_cfg_hints
 
 FORMAT = "sfcli"
 VERSION = 1
@@ -162,6 +164,7 @@ def read_checkpoint(path, arch: str | None = None, **overrides) -> tuple[dict, C
             config = ModelConfig.from_dict({**saved, **overrides})
         except (ConfigError, TypeError) as err:
             raise CheckpointError(f"checkpoint {file} has an invalid model config: {err}") from None
+        _check_config_fits(config, state_dict, file, overrides)
         arch = saved_arch
     else:
         if arch is None and checkpoint.get("arch") in PRESETS:  # sfcli format, config left out
@@ -177,10 +180,52 @@ def read_checkpoint(path, arch: str | None = None, **overrides) -> tuple[dict, C
     elif len(classes) != config.num_classes:
         raise CheckpointError(f"checkpoint {file} names {len(classes)} classes but its network has "
                               f"{config.num_classes} outputs")
-    epoch, clip = checkpoint.get("epoch"), checkpoint.get("clip")
+    epoch = checkpoint.get("epoch")
     info = CheckpointInfo(str(path), fmt, arch, config, list(classes), source,
-                          epoch if isinstance(epoch, int) else None, dict(clip) if isinstance(clip, Mapping) else None)
+                          epoch if isinstance(epoch, int) else None, _clip_settings(checkpoint.get("clip"), file))
     return state_dict, info
+
+
+# What stored view settings may ask for, so that a damaged or hostile file cannot make sfcli cut
+# (and allocate) views of any size: pixels of a side (4K's short side is 2160), clips, frames.
+CLIP_LIMITS = {"crop": 4096, "min_short": 4096, "max_short": 4096, "test_short": 4096, "test_crop": 4096,
+               "num_clips": 100, "num_crops": 3, "frames": LIMITS["frames"], "stride": LIMITS["tau"]}
+
+
+def _clip_settings(clip, file: Path) -> dict | None:
+    """A run's stored ClipConfig fields, checked before anything is cut by them."""
+    if clip is None:
+        return None
+    known = {f.name for f in dataclasses.fields(ClipConfig)}
+    if not isinstance(clip, Mapping):
+        problem = f"a {type(clip).__name__}, not a dict"
+    elif set(clip) - known:
+        problem = f"unknown setting {sorted(set(clip) - known)[0]!r}"
+    else:
+        problem = next((f"{k} {v!r}, not an integer from 1 to {CLIP_LIMITS[k]:,}" for k, v in clip.items()
+                        if k in CLIP_LIMITS and not (type(v) is int and 1 <= v <= CLIP_LIMITS[k])), None)
+    if problem is None:
+        try:
+            ClipConfig(**clip)
+        except (TypeError, ValueError) as err:
+            problem = str(err)
+    if problem:
+        raise CheckpointError(f"checkpoint {file} has malformed view settings (clip: {problem})")
+    return dict(clip)
+
+
+def _check_config_fits(config: ModelConfig, state_dict: Mapping, file: Path, overridden) -> None:
+    """Settings a checkpoint stores are held against its tensors before a network is built from
+    them: a few bytes asking for width 100000 would otherwise allocate gigabytes."""
+    try:
+        shown = infer_fields(state_dict)
+    except CheckpointError as err:
+        raise CheckpointError(f"checkpoint {file}: {err}") from None
+    for name in ("pathway", "depth", "width", "beta", "num_classes"):  # those the tensors settle alone
+        value = shown.get(name)
+        if name not in overridden and value is not None and getattr(config, name) != value:
+            raise CheckpointError(f"checkpoint {file} says {name} {getattr(config, name)} but its weights "
+                                  f"have {name} {value}; the file is damaged or was edited")
 
 
 def load_model(path, arch: str | None = None, **overrides) -> tuple[SlowFast, CheckpointInfo]:
@@ -230,12 +275,18 @@ def convert(src, dst, arch: str | None = None, classes=None, **overrides) -> Con
     """Read a checkpoint in any format, check it builds and loads, and write it as an sfcli
     checkpoint (weights, config, class names only). Classes: `classes` if given, else the
     checkpoint's, else Kinetics-400's names for 400 outputs, else class_0, class_1, ..."""
+    dst = Path(dst)
+    if dst.name == RUN_CHECKPOINT and dst.is_file() and "optimizer" in load_checkpoint(dst):
+        raise CheckpointError(f"{dst} is a run's training checkpoint, which resumes the run; write the converted "
+                              f"weights to another file")
     model, info = load_model(src, arch, **overrides)
     if classes is not None:
         names, source = list(classes), "given"
     else:
         names, source = list(info.classes), info.classes_source
-    payload = make_payload(model, names, info.arch, converted_from={"path": str(src), "format": info.format})
+    # A run's view settings (crop, frames) go with its weights: the network is tested as it was trained.
+    view = {"clip": info.clip} if info.clip else {}
+    payload = make_payload(model, names, info.arch, converted_from={"path": str(src), "format": info.format}, **view)
     save_checkpoint(dst, payload)
     return Conversion(str(src), str(dst), info.format, info.arch, model.cfg.num_classes, source, count_params(model),
                       len(payload["model"]), model.cfg)

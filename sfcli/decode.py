@@ -4,7 +4,9 @@ the file, else PyAV; and the probe of a video's length and rate."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import torch
 
 from sfcli.errors import VideoError
 from sfcli.transforms import REFERENCE_FPS
+from sfcli.videolist import VIDEO_EXTENSIONS
 
 try:  # decord has no wheels for some platforms; PyAV is the fallback
     import decord
@@ -106,12 +109,39 @@ def _decode_pyav(path: Path, pick_indices):
 BACKENDS = {"decord": _decode_decord, "pyav": _decode_pyav}
 
 
+def file_problem(path) -> str | None:
+    """Why `path` cannot be a video before any decoder opens it (a FIFO would block one forever),
+    or None."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return "a symlink to a missing file" if path.is_symlink() else "no such file"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "a symlink loop"
+        return f"cannot be read ({err.strerror or err})"
+    if stat.S_ISDIR(info.st_mode):
+        return f"a folder with no videos in it (files ending in {', '.join(VIDEO_EXTENSIONS)})"
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
+        return f"{kind}, not a video file"
+    if info.st_size == 0:
+        return "empty file (0 bytes)"
+    if not os.access(path, os.R_OK):
+        return "cannot be read (permission denied)"
+    return None
+
+
 def decode(path, pick_indices, decoder: str = "auto") -> torch.Tensor:
     """Frames (len(indices), H, W, 3) uint8 of one video, where pick_indices(num_frames, fps)
     chooses them; each distinct frame is decoded once. "auto" is decord, then PyAV where decord
     is missing or fails on the file. Raises VideoError with the reasons."""
     if decoder == "decord" and decord is None:
         raise VideoError("decord is not installed")
+    problem = file_problem(path)
+    if problem:
+        raise VideoError(problem)
     names = [n for n in ("decord", "pyav") if n != "decord" or decord is not None] if decoder == "auto" else [decoder]
     reasons = []
     for name in names:

@@ -22,6 +22,11 @@ class CheckpointError(SfcliError):
     """A checkpoint that cannot be read, written or loaded."""
 
 
+class WriteError(SfcliError, OSError):
+    """A file that cannot be written (no space, no permission, no such folder); the previous
+    version of it is left whole."""
+
+
 class TrainingError(SfcliError, RuntimeError):
     """A run that cannot start or go on."""
 

@@ -3,6 +3,7 @@ without running any code they carry."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickletools
@@ -16,23 +17,43 @@ from typing import BinaryIO
 
 import torch
 
-from sfcli.errors import CheckpointError
+from sfcli.errors import CheckpointError, WriteError
 
 
 def write_atomic(path, data: str | bytes) -> Path:
-    """Replace `path` with `data` (text is written as UTF-8) in one step; OSError if it cannot."""
+    """Replace `path` with `data` (text is written as UTF-8) in one step; WriteError if it cannot."""
     content = data.encode("utf-8") if isinstance(data, str) else data
     return _replace(Path(path), lambda f: f.write(content))
 
 
 def save_checkpoint(path, payload: dict) -> Path:
-    """torch.save `payload` to `path` atomically; any failure is a CheckpointError and leaves the
-    previous file as it was."""
+    """torch.save `payload` to `path` atomically; WriteError where the file system refuses (full,
+    read-only, no permission), any other failure a CheckpointError; the previous file is kept."""
     path = Path(path)
     try:
         return _replace(path, lambda f: torch.save(payload, f))
+    except WriteError:
+        raise
     except Exception as err:
         raise CheckpointError(f"could not write checkpoint {path}: {_first_line(err)}") from err
+
+
+class _Recorded:
+    """A file whose write errors are kept: torch.save reports a failed write as "unexpected pos",
+    losing the reason (a full disk, a file-size limit)."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self):
+        self.f.flush()
 
 
 def _replace(path: Path, write: Callable[[BinaryIO], object]) -> Path:
@@ -45,15 +66,56 @@ def _replace(path: Path, write: Callable[[BinaryIO], object]) -> Path:
         # 0o666 less the umask, as for any new file (a NamedTemporaryFile would be 0600).
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            recorded = _Recorded(f)
+            try:
+                write(recorded)
+            except RuntimeError as err:
+                raise (recorded.error or err) from None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        raise write_error(path, err) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
     _fsync_folder(folder)
     return path
+
+
+def _remove(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:  # its folder was never made
+        pass
+
+
+def write_error(path: Path, err: OSError) -> WriteError:
+    """One sentence for a file the system would not let us write."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return WriteError(f"no space left on {_mount_point(path.parent)} while writing {path}; "
+                          f"the previous version of the file is intact")
+    if err.errno == errno.EFBIG:
+        return WriteError(f"the file-size limit (ulimit -f) was reached while writing {path}; "
+                          f"the previous version of the file is intact")
+    blocker = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        return WriteError(f"cannot write {path}: {blocker} is a file, not a folder")
+    if err.errno == errno.EROFS:
+        return WriteError(f"cannot write {path}: {_mount_point(path.parent)} is mounted read-only")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return WriteError(f"cannot write {path}: permission denied in {blocker or path.parent}")
+    return WriteError(f"cannot write {path} ({err.strerror or _first_line(err)})")
+
+
+def _mount_point(folder: Path) -> Path:
+    """The mount point `folder` lies on, named as the device in messages (e.g. /tmp)."""
+    folder = next((p for p in [folder, *folder.parents] if p.exists()), Path("/")).resolve()
+    device = folder.stat().st_dev
+    while folder.parent != folder and folder.parent.stat().st_dev == device:
+        folder = folder.parent
+    return folder
 
 
 def _fsync_folder(folder: Path) -> None:

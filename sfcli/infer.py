@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from sfcli.data import test_views
-from sfcli.decode import probe
+from sfcli.decode import file_problem, probe
 from sfcli.errors import VideoError
 from sfcli.predict import Predictor, view_probabilities
 from sfcli.videolist import VIDEO_EXTENSIONS
@@ -86,14 +86,14 @@ def infer_video(predictor: Predictor, path, top_k: int = 5, window: float | None
 
 
 def video_paths(inputs) -> list[Path]:
-    """Files as given, and the videos inside folders (recursively, sorted). Missing paths are
-    kept, so that they are reported with the rest."""
+    """Files as given, and the videos inside folders (recursively, sorted). Missing paths, and
+    folders with no videos, are kept, so that they are reported with the rest."""
     out = []
     for item in map(Path, inputs):
+        found = []
         if item.is_dir():
-            out += sorted(p for p in item.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
-        else:
-            out.append(item)
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+        out += found or [item]
     return out
 
 
@@ -101,11 +101,9 @@ def infer_many(predictor: Predictor, inputs, top_k: int = 5, window=None, stride
     """Yield (path, result, None) or (path, None, reason) for every video: one that cannot be
     read does not stop the others."""
     for path in video_paths(inputs):
-        if not path.exists():
-            yield path, None, "no such file"
-            continue
-        if path.stat().st_size == 0:
-            yield path, None, "empty file (0 bytes)"
+        problem = file_problem(path)
+        if problem:
+            yield path, None, problem
             continue
         try:
             yield path, infer_video(predictor, path, top_k, window, stride, decoder), None

@@ -18,14 +18,24 @@ STAGE_BLOCKS = {14: (1, 1, 1, 1), 26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4
 
 
 def parse_fraction(value: str | int | float | Fraction) -> Fraction:
-    """Read a channel ratio such as '1/8', '0.125' or 8 (taken as 1/8, the reference's BETA_INV)."""
+    """Read a channel ratio in (0, 1] such as '1/8' or '0.125', or an integer n >= 1 taken as 1/n
+    (the reference's BETA_INV: 8 is 1/8). Anything else, 3/2 included, is an error."""
     try:
         frac = Fraction(str(value).strip())
     except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"cannot read {value!r} as a fraction such as 1/8") from None
-    if frac > 1:
-        frac = 1 / frac
+        raise ConfigError(f"cannot read beta {value!r} as a fraction such as 1/8") from None
+    if frac > 1 and frac.denominator == 1:
+        return 1 / frac
+    if not 0 < frac <= 1:
+        raise ConfigError(f"beta must be a fraction in (0, 1] such as 1/8, or an integer n >= 1 meaning 1/n; "
+                          f"got {value}")
     return frac
+
+
+# Upper bounds far past any network of the paper (whose widest is 64 channels, 8 x 8 frames):
+# a larger value is a mistake, and would ask for gigabytes before anything could be checked.
+LIMITS = {"width": 1024, "frames": 256, "alpha": 64, "tau": 1024, "fusion_kernel": 31, "fusion_ratio": 64,
+          "num_classes": 100_000}
 
 
 @dataclass(frozen=True)
@@ -60,10 +70,14 @@ class ModelConfig:
         for name in ("alpha", "frames", "tau", "fusion_kernel", "num_classes", "width", "fusion_ratio"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name, limit in LIMITS.items():
+            if getattr(self, name) > limit:
+                raise ConfigError(f"{name} {getattr(self, name)} is more than sfcli builds (at most {limit:,})")
+        if self.fast_frames > LIMITS["frames"]:
+            raise ConfigError(f"alpha x frames is {self.fast_frames} frames a clip, more than sfcli builds "
+                              f"(at most {LIMITS['frames']})")
         if self.depth not in STAGE_BLOCKS:
             raise ConfigError(f"depth must be one of {sorted(STAGE_BLOCKS)}, got {self.depth}")
-        if self.beta <= 0:
-            raise ConfigError(f"beta must be a fraction in (0, 1], got {self.beta}")
         for name, allowed in (("pathway", PATHWAYS), ("lateral", LATERALS), ("fast_input", FAST_INPUTS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -89,8 +103,9 @@ class ModelConfig:
         return self.fast_channels(self.width)
 
     def fast_channels(self, slow_channels: int) -> int:
-        """The Fast pathway's width where Slow has `slow_channels`: rounded down per layer, as the
-        reference computes `dim // beta_inv`, so that beta = 1/6 or 1/12 match its networks."""
+        """The Fast pathway's width where Slow has `slow_channels`, rounded down per layer as the
+        reference's `dim // beta_inv` (which cannot build beta = 1/6 or 1/12 at all: its laterals
+        and Slow's inputs disagree by a channel there)."""
         return math.floor(slow_channels * self.beta)
 
     @property

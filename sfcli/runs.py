@@ -20,6 +20,7 @@ from sfcli.evaluation import BadVideo, EvalResult
 from sfcli.files import load_checkpoint, save_checkpoint, write_atomic
 from sfcli.model_config import ModelConfig
 from sfcli.recipe import RESUMABLE, TrainConfig
+from sfcli.runlock import lock_run
 from sfcli.videolist import VideoList
 
 CONFIG_FILE, METRICS_FILE, BAD_VIDEOS_FILE, TEST_FILE = "config.json", "metrics.jsonl", "bad_videos.json", "test.json"
@@ -158,7 +159,9 @@ def check_resumable(run: Path, config: dict) -> None:
 def open_run(run: Path, config: dict, model, optimizer, scaler) -> RunState:
     """Resume the run in `run` (its checkpoint restored into model, optimizer and scaler) or start
     one there; on the main process, metrics.jsonl then holds exactly the epochs the checkpoint
-    has finished."""
+    has finished. The main process holds the folder's lock from here on."""
+    if is_main_process():
+        lock_run(run)
     checkpoint_path = run / RUN_CHECKPOINT
     state = RunState()
     if checkpoint_path.exists():

@@ -156,8 +156,10 @@ def train_step(t: Training, batch: dict, lr: float) -> None:
     if bad:
         raise TrainingError(
             f"the loss became {'nan' if math.isnan(loss_value) else 'infinite'} at epoch {state.epoch + 1} step "
-            f"{state.step + 1}; the run stopped, and its last good checkpoint is kept in {t.checkpoint_path} "
-            f"(try a lower --lr)")
+            f"{state.step + 1}; the run stopped, "
+            + (f"and its last good checkpoint is kept in {t.checkpoint_path} " if t.checkpoint_path.exists()
+               else "before its first checkpoint ")
+            + "(try a lower --lr)")
     t.optimizer.zero_grad(set_to_none=True)
     t.scaler.scale(loss).backward()
     t.scaler.step(t.optimizer)

@@ -4,14 +4,21 @@ lists and a folder of class folders, read into one VideoList; and labels files o
 from __future__ import annotations
 
 import csv
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from sfcli.errors import DataError
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+# What FFmpeg (decord's and PyAV's) reads; a file named otherwise can still be given directly.
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg",
+                    ".3gp", ".flv", ".wmv", ".ogv")
 KINETICS_HEADER = ("label", "youtube_id", "time_start", "time_end")
+# Kinetics clips are cut at whole seconds of a YouTube video; no video is a million seconds long.
+MAX_SECONDS = 10**6
+# Far more than any video dataset has; a bigger label is a typo, and would build a classifier that size.
+MAX_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -23,11 +30,23 @@ class VideoList:
     source: Path
 
 
+def read_text(path: Path) -> str:
+    """A list file's text: UTF-8, with the byte-order mark spreadsheets write dropped."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: not UTF-8 text (byte 0x{err.object[err.start]:02x}); "
+                        f"save the file as UTF-8") from None
+    except OSError as err:
+        raise DataError(f"{path} cannot be read ({err.strerror or err})") from None
+
+
 def read_labels_file(path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"labels file {path} does not exist")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     if not names:
         raise DataError(f"labels file {path} is empty")
     return names
@@ -38,8 +57,7 @@ def detect_kind(path: Path) -> str:
         return "folder"
     if not path.is_file():
         raise DataError(f"--data {path} does not exist")
-    with open(path, newline="", errors="replace") as f:
-        first = f.readline().strip()
+    first = next(iter(read_text(path).splitlines()), "").strip()
     if not first:
         raise DataError(f"{path} is empty")
     if tuple(c.strip() for c in first.split(",")[:4]) == KINETICS_HEADER:
@@ -65,23 +83,29 @@ def _index_videos(root: Path) -> dict[str, list[Path]]:
     return found
 
 
+def _seconds(text: str) -> int | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if math.isfinite(value) and 0 <= value < MAX_SECONDS else None
+
+
 def _read_kinetics_csv(path: Path, root: Path):
     rows = []
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = [c.strip() for c in next(reader)]
-        for lineno, row in enumerate(reader, start=2):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < 4:
-                raise DataError(f"{path}, line {lineno}: expected {len(header)} columns ({','.join(header)}), "
-                                f"got {len(row)}")
-            try:
-                start, end = int(float(row[2])), int(float(row[3]))
-            except ValueError:
-                raise DataError(f"{path}, line {lineno}: time_start and time_end must be numbers, "
-                                f"got {row[2]!r}, {row[3]!r}") from None
-            rows.append((row[0].strip(), row[1].strip(), start, end, row[4].strip() if len(row) > 4 else ""))
+    reader = csv.reader(read_text(path).splitlines())
+    header = [c.strip() for c in next(reader)]
+    for lineno, row in enumerate(reader, start=2):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 4:
+            raise DataError(f"{path}, line {lineno}: expected {len(header)} columns ({','.join(header)}), "
+                            f"got {len(row)}")
+        start, end = _seconds(row[2]), _seconds(row[3])
+        if start is None or end is None:
+            raise DataError(f"{path}, line {lineno}: time_start and time_end must be seconds from 0 to "
+                            f"{MAX_SECONDS:,}, got {row[2]!r}, {row[3]!r}")
+        rows.append((row[0].strip(), row[1].strip(), start, end, row[4].strip() if len(row) > 4 else ""))
     index = _index_videos(root)
     entries = []
     for label, youtube_id, start, end, split in rows:
@@ -95,12 +119,15 @@ def _read_kinetics_csv(path: Path, root: Path):
 
 def _read_pyslowfast_list(path: Path, root: Path):
     entries = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.strip().rsplit(" ", 1)  # paths may hold spaces; the label is last
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise DataError(f"{path}, line {lineno}: expected 'path label' with an integer label, got {line.strip()!r}")
+        if not 0 <= int(parts[1]) < MAX_CLASSES:
+            raise DataError(f"{path}, line {lineno}: label {parts[1]} is outside 0 to {MAX_CLASSES - 1:,} "
+                            f"(labels count classes from 0)")
         entries.append((root / parts[0], int(parts[1])))
     return entries
 

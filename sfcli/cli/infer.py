@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from sfcli import infer as sfinfer
@@ -35,6 +37,9 @@ def infer(videos, checkpoint, weights, arch, labels, top_k, views, window, strid
         weights = DEFAULT_WEIGHTS  # the design's own usage line: `sfcli infer video.mp4`
     if stride is not None and window is None:
         raise UserError("--stride needs --window")
+    for name, seconds in (("--window", window), ("--stride", stride)):
+        if seconds is not None and not math.isfinite(seconds):
+            raise UserError(f"{name} takes a finite number of seconds, got {seconds}")
     predictor = load_predictor(checkpoint or weights, arch, labels, parse_views(views), device)
     results, failed = [], 0
     for path, result, error in sfinfer.infer_many(predictor, videos, top_k, window, stride, decoder):

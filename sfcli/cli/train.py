@@ -46,7 +46,7 @@ def training_options(fn):
                      help=f"[default: {TrainConfig.warmup_epochs:g}; {FINETUNE_WARMUP_EPOCHS:g} with --init]."),
         click.option("--weight-decay", type=click.FloatRange(0), default=TrainConfig.weight_decay,
                      show_default=True),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True),
         click.option("--amp", is_flag=True,
                      help="Mixed precision: bf16 (fp16 on older GPUs) on CUDA and on CPUs with native bf16."),
         click.option("--checkpoint-every", type=click.IntRange(0), default=0, show_default=True,

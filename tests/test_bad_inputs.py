@@ -1,0 +1,297 @@
+"""A corpus of bad inputs (files, lists, options, checkpoints) made here, each through the real
+command line: a non-zero exit, one line on stderr, no traceback, and an existing run folder left
+as it was. Cases that would grow memory with the input run in a subprocess under RLIMIT_AS, so
+that a regression fails the test instead of the machine."""
+
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import sfcli
+
+from sfcli.cli import cli
+from sfcli.errors import WriteError
+from sfcli.files import load_checkpoint, save_checkpoint
+from sfcli.layouts import translate
+from sfcli.runlock import LOCK_FILE
+from sfcli.videolist import read_video_list
+
+TINY = ["--arch", "slowfast_tiny", "--width", "8", "--crop", "32", "--frames", "2", "--batch-size", "4",
+        "--workers", "0", "--views", "1x1", "--epochs", "1"]
+HEADER = "label,youtube_id,time_start,time_end,split\n"
+MEMORY_LIMIT = 6 << 30  # bytes of address space: a good `sfcli infer` peaks at 3.6 GB of it
+
+
+@pytest.fixture(scope="module")
+def corpus(synth, tmp_path_factory):
+    """A finished tiny run, one good video, and a folder for the bad files."""
+    root = tmp_path_factory.mktemp("bad")
+    run = root / "run"
+    result = sfcli("train", "--data", str(synth), *TINY, "--out", str(run))
+    assert result.returncode == 0, result.stderr
+    video = sorted((synth / "val").rglob("*.mp4"))[0]
+    return {"root": root, "run": run, "video": video, "synth": synth}
+
+
+def snapshot(run: Path) -> dict:
+    """Every file of a run folder and a digest of its bytes (the lock file holds the PID of whoever took it last)."""
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run.rglob("*")) if p.is_file() and p.name != LOCK_FILE}
+
+
+def checkpoint_with(corpus, name, **changes):
+    """The run's checkpoint with some entries replaced (None: removed)."""
+    payload = load_checkpoint(corpus["run"] / "checkpoint.pt")
+    for key, value in changes.items():
+        payload[key] = value
+    path = corpus["root"] / name
+    torch.save(payload, path)
+    return path
+
+
+def model_changed(corpus, name, **fields):
+    payload = load_checkpoint(corpus["run"] / "checkpoint.pt")
+    return checkpoint_with(corpus, name, model_config={**payload["model_config"], **fields})
+
+
+def clip_changed(corpus, name, clip):
+    return checkpoint_with(corpus, name, clip=clip)
+
+
+def pytorchvideo_stem(corpus, name, stem):
+    sd = translate(load_checkpoint(corpus["run"] / "checkpoint.pt")["model"], "sfcli", "pytorchvideo")
+    sd["blocks.0.multipathway_blocks.0.conv.weight"] = stem
+    path = corpus["root"] / name
+    torch.save(sd, path)
+    return path
+
+
+def write(corpus, name, data: str | bytes):
+    path = corpus["root"] / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def infer(corpus, *args):
+    return ["infer", "--checkpoint", str(corpus["run"]), "--views", "1x1", *map(str, args)]
+
+
+def train(corpus, data, *args):
+    return ["train", "--data", str(data), *TINY, "--out", str(corpus["run"]), *map(str, args)]
+
+
+def evaluate(corpus, data):
+    return ["eval", "--checkpoint", str(corpus["run"]), "--data", str(data), "--views", "1x1", "--workers", "0"]
+
+
+def fifo(corpus):
+    path = corpus["root"] / "pipe.mp4"
+    if not path.exists():
+        os.mkfifo(path)
+    return path
+
+
+def symlink(corpus, name, target):
+    path = corpus["root"] / name
+    if not path.is_symlink():
+        path.symlink_to(target)
+    return path
+
+
+def undecodable_list(corpus):
+    write(corpus, "undecodable/text.mp4", "not a video\n")
+    write(corpus, "undecodable/cut.mp4", corpus["video"].read_bytes()[:2000])
+    return write(corpus, "undecodable/list.txt", "text.mp4 0\ncut.mp4 1\n")
+
+
+# (id, command line made from the corpus, exit code, words the one line must hold)
+CASES = [
+    # lists
+    ("csv-inf-times", lambda c: train(c, write(c, "inf.csv", HEADER + "ring,x,inf,1e400,train\n")), 1,
+     "time_start and time_end"),
+    ("csv-huge-times", lambda c: evaluate(c, write(c, "huge.csv", HEADER + "ring,x,1e300,1e301,val\n")), 1,
+     "time_start and time_end"),
+    ("csv-latin-1", lambda c: evaluate(c, write(c, "latin.csv", (HEADER + "caf\xe9,x,0,1,val\n").encode("latin-1"))),
+     1, "not UTF-8"),
+    ("list-latin-1", lambda c: train(c, write(c, "latin.txt", "caf\xe9.mp4 0\n".encode("latin-1"))), 1, "not UTF-8"),
+    ("list-label-too-big", lambda c: train(c, write(c, "big.txt", "a.mp4 1000000000\n")), 1, "label 1000000000"),
+    ("list-missing-video", lambda c: evaluate(c, write(c, "missing.txt", "nope.mp4 0\n")), 1, "missing"),
+    ("list-neither-format", lambda c: evaluate(c, write(c, "neither.txt", "a,b\n")), 1, "neither"),
+    ("eval-nothing-decodes", lambda c: evaluate(c, undecodable_list(c)), 1, "nothing was scored"),
+    # options
+    ("window-nan", lambda c: infer(c, c["video"], "--window", "nan"), 2, "--window"),
+    ("stride-nan", lambda c: infer(c, c["video"], "--window", "1", "--stride", "nan"), 2, "--stride"),
+    ("window-inf", lambda c: infer(c, c["video"], "--window", "inf"), 2, "--window"),
+    ("seed-negative", lambda c: train(c, c["synth"], "--seed", "-1"), 2, "--seed"),
+    ("beta-above-one", lambda c: train(c, c["synth"], "--beta", "3/2"), 2, "beta"),
+    ("beta-zero", lambda c: train(c, c["synth"], "--beta", "0"), 2, "beta"),
+    ("other-settings-on-the-run", lambda c: train(c, c["synth"], "--seed", "5"), 1, "other settings"),
+    ("out-below-a-file", lambda c: ["train", "--data", str(c["synth"]), *TINY, "--out",
+                                    str(write(c, "plain-file", "x") / "run")], 1, "is a file, not a folder"),
+    ("convert-below-a-file", lambda c: ["convert", str(c["run"]), str(write(c, "plain-file", "x") / "w.pt")], 1,
+     "is a file, not a folder"),
+    ("convert-over-the-run", lambda c: ["convert", str(c["run"]), str(c["run"] / "checkpoint.pt")], 1,
+     "training checkpoint"),
+    # videos given to infer
+    ("video-missing", lambda c: infer(c, c["root"] / "absent.mp4"), 1, "no such file"),
+    ("video-empty", lambda c: infer(c, write(c, "empty.mp4", b"")), 1, "empty file"),
+    ("video-text", lambda c: infer(c, write(c, "text.mp4", "hello\n")), 1, "cannot be decoded"),
+    ("video-truncated", lambda c: infer(c, write(c, "cut.mp4", c["video"].read_bytes()[:2000])), 1,
+     "cannot be decoded"),
+    ("video-fifo", lambda c: infer(c, fifo(c)), 1, "named pipe"),
+    ("video-symlink-loop", lambda c: infer(c, symlink(c, "loop.mp4", "loop.mp4")), 1, "symlink loop"),
+    ("video-dangling-symlink", lambda c: infer(c, symlink(c, "dangling.mp4", "gone.mp4")), 1, "missing file"),
+    ("folder-empty", lambda c: infer(c, write(c, "nothing/.keep", "").parent), 1, "no videos"),
+    ("folder-named-like-a-video", lambda c: infer(c, write(c, "x.mp4/.keep", "").parent), 1, "no videos"),
+    # checkpoints
+    ("checkpoint-missing", lambda c: ["infer", "--checkpoint", str(c["root"] / "no.pt"), str(c["video"])], 1,
+     "does not exist"),
+    ("checkpoint-carries-code", lambda c: ["infer", "--checkpoint", str(write(c, "code.pt", b"\x80\x02cposix\nsystem"
+                                                                                b"\nq\x00.")), str(c["video"])],
+     1, "carries code"),
+    ("clip-a-string", lambda c: ["infer", "--checkpoint", str(clip_changed(c, "s.pt", "abc")), str(c["video"])], 1,
+     "view settings"),
+    ("clip-unknown-key", lambda c: ["infer", "--checkpoint", str(clip_changed(c, "u.pt", {"bogus": 1})),
+                                    str(c["video"])], 1, "view settings"),
+    ("clip-zero-frames", lambda c: ["infer", "--checkpoint", str(clip_changed(c, "z.pt", {"frames": 0})),
+                                    str(c["video"])], 1, "view settings"),
+    ("clip-huge-frames", lambda c: ["infer", "--checkpoint", str(clip_changed(c, "h.pt", {"frames": 100000})),
+                                    str(c["video"])], 1, "view settings"),
+    ("model-width-not-the-weights", lambda c: ["infer", "--checkpoint", str(model_changed(c, "w.pt", width=16)),
+                                               str(c["video"])], 1, "its weights have width 8"),
+    ("pytorchvideo-scalar-stem", lambda c: ["infer", "--weights", str(pytorchvideo_stem(c, "p0.pt", torch.tensor(1.0))),
+                                            str(c["video"])], 1, "stem"),
+    ("pytorchvideo-empty-stem", lambda c: ["infer", "--weights",
+                                           str(pytorchvideo_stem(c, "p1.pt", torch.zeros(0, 3, 1, 7, 7))),
+                                           str(c["video"])], 1, "stem"),
+]
+
+# Settings that asked for gigabytes before they were bounded: run under RLIMIT_AS.
+MEMORY_CASES = [
+    ("model-width-100000", lambda c: ["infer", "--checkpoint", str(model_changed(c, "W.pt", width=100000)),
+                                      str(c["video"])], 1, "width 100000"),
+    ("model-frames-100000", lambda c: ["infer", "--checkpoint", str(model_changed(c, "F.pt", frames=100000)),
+                                       str(c["video"])], 1, "frames 100000"),
+    ("model-classes-1e9", lambda c: ["infer", "--checkpoint", str(model_changed(c, "C.pt", num_classes=10**9)),
+                                     str(c["video"])], 1, "num_classes"),
+    ("list-label-1e7", lambda c: train(c, write(c, "big7.txt", "a.mp4 10000000\n")), 1, "label 10000000"),
+]
+
+
+def run_in_process(args, capsys) -> tuple[int, str, str]:
+    """The CLI in this process (a subprocess per case would cost seconds of imports each):
+    exit code, stderr, stdout."""
+    try:
+        cli.main(args, prog_name="sfcli")
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.err, captured.out
+
+
+def assert_one_line(code, stderr, expected_code, words):
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert code == expected_code, stderr
+    assert lines[0].startswith("sfcli: ") and words in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("make, expected_code, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_ends_in_one_line(corpus, capsys, make, expected_code, words):
+    before = snapshot(corpus["run"])
+    args = make(corpus)
+    assert_one_line(*run_in_process(args, capsys)[:2], expected_code, words)
+    assert snapshot(corpus["run"]) == before
+
+
+def limit_memory():
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+@pytest.mark.parametrize("make, expected_code, words", [c[1:] for c in MEMORY_CASES],
+                         ids=[c[0] for c in MEMORY_CASES])
+def test_bad_input_is_refused_within_bounded_memory(corpus, make, expected_code, words):
+    before = snapshot(corpus["run"])
+    result = sfcli(*make(corpus), preexec_fn=limit_memory)
+    assert_one_line(result.returncode, result.stderr, expected_code, words)
+    assert snapshot(corpus["run"]) == before
+
+
+def test_a_run_folder_in_use_names_the_process_holding_it(corpus, tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from sfcli.runlock import lock_run; "
+                               "lock_run(sys.argv[1]); print('held', flush=True); sys.stdin.read()", str(run)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(run)
+        result = sfcli("train", "--data", str(corpus["synth"]), *TINY, "--out", str(run))
+        assert_one_line(result.returncode, result.stderr, 1, f"PID {holder.pid}")
+        assert snapshot(run) == before
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    holder.wait()
+    # The holder ended, so the kernel released its lock: a process may take it now.
+    code = "import sys; from sfcli.runlock import lock_run; lock_run(sys.argv[1])"
+    taken = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True)
+    assert taken.returncode == 0, taken.stderr
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_whole(tmp_path):
+    """A checkpoint that fits, then one that does not, in a process allowed files of 64 KiB."""
+    path = tmp_path / "checkpoint.pt"
+    code = ("import resource, signal, sys, torch; from sfcli.files import save_checkpoint; "
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16,) * 2)\n"
+            "save_checkpoint(sys.argv[1], {'w': torch.zeros(100)})\n"
+            "try:\n    save_checkpoint(sys.argv[1], {'w': torch.ones(100_000)})\n"
+            "except Exception as e:\n    print(type(e).__name__, e)")
+    message = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                             check=True).stdout
+    assert message.startswith(WriteError.__name__) and str(path) in message and "intact" in message, message
+    assert torch.equal(load_checkpoint(path)["w"], torch.zeros(100))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+
+
+def test_save_checkpoint_turns_os_errors_into_one_sentence(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WriteError, match="is a file, not a folder"):
+        save_checkpoint(tmp_path / "file" / "sub" / "c.pt", {})
+
+
+def test_byte_order_marks_are_not_part_of_the_first_name(synth, tmp_path):
+    csv = tmp_path / "bom.csv"
+    csv.write_bytes(b"\xef\xbb\xbf" + (synth / "val.csv").read_bytes())
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes(b"\xef\xbb\xbf" + (synth / "classes.txt").read_bytes())
+    videos = read_video_list(csv, prefix=synth, labels=labels)
+    assert videos.classes == (synth / "classes.txt").read_text().splitlines()
+    assert len(videos.paths) == len((synth / "val.csv").read_text().splitlines()) - 1
+
+
+def test_videos_in_every_container_ffmpeg_reads_are_found(corpus, tmp_path, capsys):
+    import av
+    import numpy as np
+
+    for ext, fmt, codec in (("ts", "mpegts", "mpeg4"), ("3gp", "3gp", "mpeg4"), ("flv", "flv", "flv"),
+                            ("wmv", "asf", "mpeg4")):
+        with av.open(str(tmp_path / f"v.{ext}"), "w", format=fmt) as container:
+            stream = container.add_stream(codec, rate=30)
+            stream.width = stream.height = 32
+            stream.pix_fmt = "yuv420p"
+            for i in range(8):
+                frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 30 * i, np.uint8), format="rgb24")
+                for packet in [*stream.encode(frame), *(stream.encode() if i == 7 else [])]:
+                    container.mux(packet)
+    code, err, out = run_in_process(infer(corpus, tmp_path, "--json"), capsys)
+    assert code == 0, err
+    assert sorted(Path(r["video"]).suffix for r in json.loads(out)) == [".3gp", ".flv", ".ts", ".wmv"]
