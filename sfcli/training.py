@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from sfcli.balance import ClassBalance
 from sfcli.checkpoint import RUN_CHECKPOINT, make_payload
 from sfcli.console import Reporter
 from sfcli.cost import count_params
@@ -102,8 +103,14 @@ class Training:
     device: torch.device
     state: RunState
     steps_per_epoch: int
+    balance: ClassBalance | None = None  # --class-balance
     finetune: FineTuning | None = None  # frozen parts and the classifier's rate
     log: RunLog | None = None  # step records, TensorBoard
+
+    @property
+    def loss_weight(self) -> torch.Tensor | None:
+        weight = self.balance.loss_weight if self.balance else None
+        return None if weight is None else weight.to(self.device)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -149,7 +156,7 @@ def train_step(t: Training, batch: dict, lr: float) -> None:
     y = batch["label"].to(t.device, non_blocking=True)
     with autocast(t.device, t.cfg.amp):
         logits = t.net(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = F.cross_entropy(logits.float(), y, weight=t.loss_weight)
     loss_value = float(loss.detach())
     loss_sum, correct, count, bad = all_sum([loss_value * len(y), float((logits.argmax(1) == y).sum()), len(y),
                                              0.0 if math.isfinite(loss_value) else 1.0], t.device)
@@ -178,7 +185,9 @@ def train_epoch(t: Training, stop: StopSignals, reporter: Reporter) -> EpochReco
     state, cfg = t.state, t.cfg
     rank, world_size = world()
     t.dataset.set_epoch(state.epoch)
-    batches = rank_batches(epoch_order(len(t.dataset), cfg.seed, state.epoch), cfg.batch_size, rank,
+    order = (t.balance and t.balance.order(cfg.seed, state.epoch)) or epoch_order(len(t.dataset), cfg.seed,
+                                                                                  state.epoch)
+    batches = rank_batches(order, cfg.batch_size, rank,
                            world_size)[state.step:]
     loader = torch.utils.data.DataLoader(t.dataset, batch_sampler=batches, num_workers=cfg.workers,
                                          collate_fn=collate, worker_init_fn=ignore_interrupts,
@@ -213,7 +222,7 @@ def train_epoch(t: Training, stop: StopSignals, reporter: Reporter) -> EpochReco
 
 def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: ClipConfig, train_cfg: TrainConfig,
           val_videos: VideoList | None = None, arch: str = "custom", reporter: Reporter | None = None,
-          finetune: FineTuning | None = None) -> TrainResult:
+          finetune: FineTuning | None = None, balance: ClassBalance | None = None) -> TrainResult:
     """Train (or resume, or just report a finished run) in the run folder `run`; `finetune`
     starts from given weights and freezes parts of the network."""
     run = Path(run)
@@ -232,6 +241,8 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
     config = run_config(arch, model_cfg, clip, train_cfg, train_videos, val_videos)
     if finetune:
         config["finetune"] = finetune.to_json()
+    if balance:
+        config["class_balance"] = balance.mode
     log = RunLog(run, train_cfg, steps_per_epoch)
     state = open_run(run, config, model, optimizer, scaler)
     log.start(state)
@@ -243,7 +254,7 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
     for path in state.bad_videos:  # quarantined in an earlier part of this run: never decoded again
         dataset.bad[train_videos.paths.index(Path(path))] = True
     t = Training(run, arch, clip, train_cfg, model, net, optimizer, scaler, dataset, device, state, steps_per_epoch,
-                 finetune, log)
+                 balance, finetune, log)
 
     if state.epoch == 0 and state.step == 0:
         reporter.print(f"training {arch} ({count_params(model):,} parameters) on {len(train_videos.paths)} videos, "

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from sfcli import ablate, presets
+from sfcli.balance import BALANCES, make_balance
 from sfcli.cli.common import (
     DATA_HELP,
     DEFAULT_ARCH,
@@ -115,8 +116,11 @@ def read_train_val(data, val_data, prefix, labels, skip_missing):
 @model_options
 @training_options
 @finetune_options
+@click.option("--class-balance", type=click.Choice(BALANCES), default="none", show_default=True,
+              help="Imbalanced classes: inverse-frequency loss weights, or a sampler that draws classes uniformly.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (resumed if it exists).")
-def train(data, val_data, prefix, labels, skip_missing, arch, crop, views, out, as_json, init, **options):
+def train(data, val_data, prefix, labels, skip_missing, arch, crop, views, out, as_json, init, class_balance,
+          **options):
     """Train a network in a run folder; the same command again resumes it."""
     train_videos, val_videos = read_train_val(data, val_data, prefix, labels, skip_missing)
     overrides = {k: options.pop(k) for k in list(options) if k in MODEL_FIELDS}
@@ -131,7 +135,8 @@ def train(data, val_data, prefix, labels, skip_missing, arch, crop, views, out, 
     clip = presets.clip_config(model_cfg, arch, crop, parse_views(views or "10x3"))
     cfg = train_config(**options)
     init_distributed(pick_device(cfg.device))
-    summary = train_run(Path(out), train_videos, model_cfg, clip, cfg, val_videos, arch, finetune=finetune)
+    summary = train_run(Path(out), train_videos, model_cfg, clip, cfg, val_videos, arch, finetune=finetune,
+                        balance=make_balance(class_balance, train_videos))
     if not is_main_process():
         return
     if as_json:
