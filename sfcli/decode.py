@@ -67,7 +67,9 @@ def _pyav_frames(container, stream, wanted: list[int], fps: float, seek: bool) -
         else:
             index = round(float((frame.pts - start) * stream.time_base) * fps)
         if index in wanted_set:
-            got[index] = frame.to_ndarray(format="rgb24")
+            # As a phone's player shows it (decord applies the rotation itself): rotation is in
+            # degrees counter-clockwise, as np.rot90 turns.
+            got[index] = np.rot90(frame.to_ndarray(format="rgb24"), round(frame.rotation / 90) % 4)
         if index >= wanted[-1]:
             break
     return got

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import resource
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -295,3 +296,24 @@ def test_videos_in_every_container_ffmpeg_reads_are_found(corpus, tmp_path, caps
     code, err, out = run_in_process(infer(corpus, tmp_path, "--json"), capsys)
     assert code == 0, err
     assert sorted(Path(r["video"]).suffix for r in json.loads(out)) == [".3gp", ".flv", ".ts", ".wmv"]
+
+
+def rotated(path: Path, source: Path) -> Path:
+    """`source` with a display matrix of 90 degrees in its track header, as phones record."""
+    data = bytearray(source.read_bytes())
+    i = data.index(b"tkhd")
+    matrix = i + 4 + 4 + (32 if data[i + 4] == 1 else 20) + 16  # past the times, track id, duration, layer...
+    data[matrix:matrix + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    path.write_bytes(data)
+    return path
+
+
+def test_rotation_metadata_is_applied_by_both_decoders(tmp_path):
+    from conftest import write_video
+
+    from sfcli.decode import decode
+
+    video = rotated(tmp_path / "portrait.mp4", write_video(tmp_path / "landscape.mp4", num_frames=4, size=(32, 48)))
+    with_decord, with_pyav = (decode(video, lambda num_frames, fps: [0, 3], d) for d in ("decord", "pyav"))
+    assert with_decord.shape == with_pyav.shape == (2, 48, 32, 3)
+    assert (with_decord.float() - with_pyav.float()).abs().mean() < 2
