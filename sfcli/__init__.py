@@ -46,6 +46,7 @@ _EXPORTS = {
     "infer_video": "sfcli.infer",
     "TrainConfig": "sfcli.recipe",
     "train": "sfcli.training",
+    "update_bn_stats": "sfcli.precise_bn",
     "read_run": "sfcli.runs",
     "evaluate": "sfcli.evaluation",
     "evaluate_checkpoint": "sfcli.evaluation",

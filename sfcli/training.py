@@ -28,6 +28,7 @@ from sfcli.files import save_checkpoint, write_atomic
 from sfcli.finetune import FineTuning
 from sfcli.model import SlowFast
 from sfcli.model_config import ModelConfig
+from sfcli.precise_bn import update_bn_stats
 from sfcli.recipe import TrainConfig, epoch_order, learning_rate, make_optimizer, rank_batches, step_seed
 from sfcli.runlog import RunLog, is_best
 from sfcli.runs import (
@@ -268,6 +269,8 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
     with StopSignals() as stop, reporter:
         while state.epoch < train_cfg.epochs:
             record = train_epoch(t, stop, reporter)
+            if train_cfg.precise_bn:
+                precise_bn(t)
             if val_videos is not None:
                 val_clip = dataclasses.replace(clip, num_clips=train_cfg.val_views[0], num_crops=train_cfg.val_views[1])
                 val = evaluate(model, val_videos, val_clip, device, max(1, train_cfg.batch_size // world_size),
@@ -287,6 +290,17 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
             test = _final_test(t, val_videos, reporter)
     return TrainResult(str(run), arch, state.epoch, count_params(model), tuple(state.history), checksums,
                        state.bad_video_list(), test)
+
+
+def precise_bn(t: Training) -> None:
+    """BN statistics recomputed from this process's share of up to cfg.precise_bn training
+    batches (a fresh order; at most one epoch's batches), before the epoch is validated and saved."""
+    rank, world_size = world()
+    batches = rank_batches(epoch_order(len(t.dataset), t.cfg.seed + 1, t.state.epoch), t.cfg.batch_size, rank,
+                           world_size)[: t.cfg.precise_bn]
+    loader = torch.utils.data.DataLoader(t.dataset, batch_sampler=batches, num_workers=t.cfg.workers,
+                                         collate_fn=collate, worker_init_fn=ignore_interrupts)
+    update_bn_stats(t.model, (normalize(b["clip"].to(t.device), t.clip.mean, t.clip.std) for b in loader))
 
 
 def _check_setup(train_videos: VideoList, val_videos: VideoList | None, model_cfg: ModelConfig,

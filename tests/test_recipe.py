@@ -1,11 +1,14 @@
 """The recipe: the learning-rate schedule, the optimizer, and each process's share of an epoch's
 batches."""
 
+import json
 import math
 
 import pytest
 import torch
+from conftest import sfcli
 
+from sfcli.files import load_checkpoint
 from sfcli.presets import create_model
 from sfcli.recipe import TrainConfig, epoch_order, learning_rate, make_optimizer, rank_batches
 
@@ -75,3 +78,16 @@ def test_batches_split_into_disjoint_shares_per_process():
     assert len(single) == 5  # the last partial batch (2 videos) is dropped
     for step, batch in enumerate(single):
         assert shares[0][step] + shares[1][step] == batch
+
+
+def test_precise_bn_recomputes_the_statistics_of_the_trained_network(synth, tmp_path):
+    """--precise-bn 2: after the epoch (4 steps of 4 clips) every BN layer's statistics are the
+    average of 2 fresh batches, so each layer has counted 2 batches, not the epoch's 4."""
+    run = tmp_path / "run"
+    result = sfcli("train", "--data", str(synth / "train.csv"), "--arch", "slowfast_tiny", "--crop", "32",
+                   "--batch-size", "4", "--workers", "0", "--epochs", "1", "--precise-bn", "2", "--out", str(run))
+    assert result.returncode == 0, result.stderr
+    counts = {int(v) for k, v in load_checkpoint(run / "checkpoint.pt")["model"].items()
+              if k.endswith("num_batches_tracked")}
+    assert counts == {2}
+    assert json.loads((run / "config.json").read_text())["train"]["precise_bn"] == 2

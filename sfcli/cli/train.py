@@ -47,6 +47,9 @@ def training_options(fn):
                      help=f"[default: {TrainConfig.warmup_epochs:g}; {FINETUNE_WARMUP_EPOCHS:g} with --init]."),
         click.option("--weight-decay", type=click.FloatRange(0), default=TrainConfig.weight_decay,
                      show_default=True),
+        click.option("--precise-bn", type=click.IntRange(0), default=0, show_default=True,
+                     help="Recompute BN statistics from N training batches after each epoch, as the reference "
+                          "(200); 0: off."),
         click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True),
         click.option("--amp", is_flag=True,
                      help="Mixed precision: bf16 (fp16 on older GPUs) on CUDA and on CPUs with native bf16."),
@@ -63,11 +66,11 @@ def training_options(fn):
     return fn
 
 
-def train_config(epochs, batch_size, lr, warmup_epochs, weight_decay, seed, amp, workers, device, decoder,
-                 checkpoint_every, log_every, tensorboard, val_views, **_) -> TrainConfig:
+def train_config(epochs, batch_size, lr, warmup_epochs, weight_decay, precise_bn, seed, amp, workers, device,
+                 decoder, checkpoint_every, log_every, tensorboard, val_views, **_) -> TrainConfig:
     return TrainConfig(epochs=epochs or TrainConfig.epochs, batch_size=batch_size, lr=lr,
                        warmup_epochs=TrainConfig.warmup_epochs if warmup_epochs is None else warmup_epochs,
-                       weight_decay=weight_decay, seed=seed, amp=amp,
+                       weight_decay=weight_decay, precise_bn=precise_bn, seed=seed, amp=amp,
                        workers=workers, device=device, decoder=decoder, checkpoint_every=checkpoint_every,
                        log_every=log_every, tensorboard=tensorboard, val_views=parse_views(val_views))
 
