@@ -10,7 +10,7 @@ from sfcli import infer as sfinfer
 from sfcli.cli.common import UserError, parse_views, print_json, print_table
 from sfcli.hub import DEFAULT_WEIGHTS
 from sfcli.infer import VideoPrediction
-from sfcli.predict import load_predictor
+from sfcli.predict import HEAD_POOLS, load_predictor
 
 
 @click.command()
@@ -28,8 +28,11 @@ from sfcli.predict import load_predictor
               help="Seconds between windows [default: --window].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
+@click.option("--head-pool", type=click.Choice(HEAD_POOLS), default="reference", show_default=True,
+              help="Views larger than the training crop: the reference's per-position head, or one global pool.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list of results.")
-def infer(videos, checkpoint, weights, arch, labels, top_k, views, window, stride, device, decoder, as_json):
+def infer(videos, checkpoint, weights, arch, labels, top_k, views, window, stride, device, decoder, head_pool,
+          as_json):
     """Top-k labels of videos (files or folders), and per time window with --window."""
     if checkpoint is not None and weights is not None:
         raise UserError("give at most one of --checkpoint and --weights")
@@ -40,7 +43,7 @@ def infer(videos, checkpoint, weights, arch, labels, top_k, views, window, strid
     for name, seconds in (("--window", window), ("--stride", stride)):
         if seconds is not None and not math.isfinite(seconds):
             raise UserError(f"{name} takes a finite number of seconds, got {seconds}")
-    predictor = load_predictor(checkpoint or weights, arch, labels, parse_views(views), device)
+    predictor = load_predictor(checkpoint or weights, arch, labels, parse_views(views), device, head_pool)
     results, failed = [], 0
     for path, result, error in sfinfer.infer_many(predictor, videos, top_k, window, stride, decoder):
         if error:
