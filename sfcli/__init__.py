@@ -50,6 +50,11 @@ _EXPORTS = {
     "read_run": "sfcli.runs",
     "evaluate": "sfcli.evaluation",
     "evaluate_checkpoint": "sfcli.evaluation",
+    # after training: features, exported networks, labelled videos
+    "extract": "sfcli.extract",
+    "export_model": "sfcli.export",
+    "load_onnx_predictor": "sfcli.export",
+    "render_video": "sfcli.render",
     "SfcliError": "sfcli.errors",
 }
 

@@ -35,6 +35,10 @@ class AblationError(SfcliError, ValueError):
     """A study that cannot run as asked."""
 
 
+class ExportError(SfcliError, RuntimeError):
+    """An exported network that does not compute what sfcli's does."""
+
+
 class Interrupted(SfcliError):
     """Ctrl-C or SIGTERM: a checkpoint was written and the run can resume."""
 

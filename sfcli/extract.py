@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from sfcli.decode import probe
 from sfcli.distributed import world
 from sfcli.errors import ConfigError, VideoError
 from sfcli.files import write_atomic
-from sfcli.infer import video_paths
+from sfcli.infer import video_paths, window_bounds
 from sfcli.predict import Predictor, view_chunk
 from sfcli.transforms import REFERENCE_FPS, normalize
 from sfcli.videolist import VIDEO_EXTENSIONS, read_video_list
@@ -95,12 +94,6 @@ def network_span(predictor: Predictor) -> float:
     return predictor.clip.frames * predictor.clip.stride / REFERENCE_FPS
 
 
-def window_bounds(seconds: float, window: float, stride: float) -> list[tuple[float, float]]:
-    # Rounded so that a float step such as 0.1 does not add a spurious sliver of a last window.
-    count = 1 + math.ceil(round(max(seconds - window, 0) / stride, 6))
-    return [(round(i * stride, 3), round(min(i * stride + window, seconds), 3)) for i in range(count)]
-
-
 def pathway_slice(predictor: Predictor, pathway: str) -> slice:
     """Columns of SlowFast.features for `pathway`: Slow's channels come first, then Fast's."""
     model = predictor.model
@@ -158,9 +151,10 @@ def extract(predictor: Predictor, inputs, out, window: float | None = None, stri
                 bounds = window_bounds(seconds, window, stride)
                 features = window_features(predictor, path, bounds, columns, decoder)
                 if per_video:
-                    features, bounds = features.mean(0, keepdim=True), [(0.0, round(seconds, 3))]
+                    features, bounds = features.mean(0, keepdim=True), [(0.0, seconds)]
                 _save_npy(npy, features.numpy().astype(dtype))
-                record = VideoFeatures(str(path), str(npy.relative_to(out)), tuple(bounds), round(fps, 3),
+                record = VideoFeatures(str(path), str(npy.relative_to(out)),
+                                       tuple((round(a, 3), round(b, 3)) for a, b in bounds), round(fps, 3),
                                        round(seconds, 3), features.shape[1], pathway, dtype, predictor.info.arch,
                                        weights)
                 write_atomic(npy.with_suffix(".json"), json.dumps(record.to_json()) + "\n")

@@ -59,21 +59,22 @@ class FusedConv3d(nn.Conv3d):
     over (time, height * width), and one with no temporal extent (1 x k x k) on an NDHWC clip as
     the same 2D conv over its batch of frames: oneDNN's 2D kernels run these shapes faster (5-25%
     for temporal convs, 2-4% of the network for the frame-wise ones, measured). Elsewhere, the
-    same ops one by one."""
+    same ops one by one, as always with onednn=False (a plain conv for export: sfcli.export)."""
 
-    def __init__(self, conv: nn.Conv3d, bn: nn.BatchNorm3d, relu: bool):
+    def __init__(self, conv: nn.Conv3d, bn: nn.BatchNorm3d, relu: bool, onednn: bool = True):
         super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                          conv.dilation, conv.groups, bias=True, device="meta")
         self.weight, self.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
                                                       bn.eps, bn.weight, bn.bias)
-        self.relu = relu
+        self.relu, self.onednn = relu, onednn
         self.temporal_only = self.kernel_size[1:] == (1, 1) and self.stride[1:] == (1, 1)
         self.frame_wise = self.kernel_size[0] == 1 and self.stride[0] == 1
         # A narrow conv (the Fast stem's 8 channels half fill an AVX-512 register) computes two
         # neighbouring output columns as 2C channels: its kernel twice, one stride apart, in a
         # conv of twice the stride. Its NDHWC output is the original's memory, value for value.
         self.register_buffer("paired", None, persistent=False)
-        if self.out_channels <= 8 and self.groups == 1 and self.dilation == (1, 1, 1) and self.kernel_size[2] > 1:
+        if onednn and self.out_channels <= 8 and self.groups == 1 and self.dilation == (1, 1, 1) \
+                and self.kernel_size[2] > 1:
             kt, kh, kw = self.kernel_size
             step = self.stride[2]
             paired = self.weight.new_zeros(2 * self.out_channels, self.in_channels, kt, kh, kw + step)
@@ -85,7 +86,7 @@ class FusedConv3d(nn.Conv3d):
     def forward(self, x, residual=None):
         """With `residual`, the oneDNN path writes the result over `residual` and returns it."""
         relu = self.relu or residual is not None  # a block's ReLU follows its addition
-        if not (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+        if not (self.onednn and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
                 and not torch.is_autocast_enabled("cpu") and onednn_post_ops()):
             y = self._conv_forward(x, self.weight, self.bias)
             if residual is not None:
@@ -141,15 +142,16 @@ def _swap(model: nn.Module, kind: type, make) -> None:
                 setattr(parent, name, make(child))
 
 
-def fuse_bn(model: SlowFast) -> SlowFast:
+def fuse_bn(model: SlowFast, onednn: bool = True) -> SlowFast:
     """An inference copy of `model` in eval mode: every conv + BN (+ ReLU) becomes one
     FusedConv3d, and each residual block a FusedBottleneck whose last conv also adds the shortcut.
     It computes the same function as `model` in eval mode, and shares its tensors that folding
     leaves as they are (the classifier's, for one). Its state dict has other keys: save and load
     the original. Without autograd on the CPU, a residual block writes its output over its
-    shortcut, which may be the block's input: call its blocks only through the network's own forward."""
+    shortcut, which may be the block's input: call its blocks only through the network's own forward.
+    With onednn=False its convs are plain F.conv3d calls, the graph every exporter can read."""
     # Tensors are shared, not copied: folding makes new conv weights, and the rest is read only.
     fused = copy.deepcopy(model, {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}).eval()
-    _swap(fused, ConvBN, lambda layer: FusedConv3d(layer.conv, layer.bn, layer.relu))
+    _swap(fused, ConvBN, lambda layer: FusedConv3d(layer.conv, layer.bn, layer.relu, onednn))
     _swap(fused, Bottleneck, FusedBottleneck)
     return fused

@@ -56,10 +56,18 @@ def top_labels(probabilities: torch.Tensor, classes: list[str], k: int) -> tuple
     return tuple(Label(classes[i], round(float(s), 4)) for s, i in zip(scores, indices))
 
 
+def window_bounds(seconds: float, window: float, stride: float) -> list[tuple[float, float]]:
+    """(start, end) in seconds of every `window` seconds every `stride` seconds of a video."""
+    # Rounded so that a float step such as 0.1 does not add a spurious sliver of a last window.
+    count = 1 + math.ceil(round(max(seconds - window, 0) / stride, 6))
+    return [(i * stride, min(i * stride + window, seconds)) for i in range(count)]
+
+
 def infer_video(predictor: Predictor, path, top_k: int = 5, window: float | None = None,
-                stride: float | None = None, decoder: str = "auto") -> VideoPrediction:
+                stride: float | None = None, decoder: str = "auto", on_window=None) -> VideoPrediction:
     """The top-k labels of a video from the predictor's views, and of every `window` seconds
-    every `stride` seconds when a window is given. Raises VideoError for a video that cannot be read."""
+    every `stride` seconds when a window is given, calling `on_window(done, total)` after each.
+    Raises VideoError for a video that cannot be read."""
     p = predictor
     num_frames, fps = probe(path, decoder)
     seconds = num_frames / fps
@@ -71,15 +79,14 @@ def infer_video(predictor: Predictor, path, top_k: int = 5, window: float | None
     video = {"video": str(path), "seconds": round(seconds, 3), "fps": round(fps, 3)}
     if window is None:
         return VideoPrediction(**video, predictions=top_labels(predict(), p.classes, top_k))
-    step = stride or window
     total, windows = torch.zeros(len(p.classes)), []
-    # Rounded so that a float step such as 0.1 does not add a spurious sliver of a last window.
-    for i in range(1 + math.ceil(round(max(seconds - window, 0) / step, 6))):
-        start = i * step
-        end = min(start + window, seconds)
+    bounds = window_bounds(seconds, window, stride or window)
+    for start, end in bounds:
         probabilities = predict((start, end))
         total += probabilities * (end - start)
         windows.append(Window(round(start, 3), round(end, 3), top_labels(probabilities, p.classes, top_k)))
+        if on_window:
+            on_window(len(windows), len(bounds))
     # The whole video: windows weighted by the time they cover.
     return VideoPrediction(**video, predictions=top_labels(total / total.sum(), p.classes, top_k),
                            windows=tuple(windows))
@@ -97,15 +104,16 @@ def video_paths(inputs) -> list[Path]:
     return out
 
 
-def infer_many(predictor: Predictor, inputs, top_k: int = 5, window=None, stride=None, decoder: str = "auto"):
+def infer_many(predictor: Predictor, inputs, top_k: int = 5, window=None, stride=None, decoder: str = "auto",
+               on_window=None):
     """Yield (path, result, None) or (path, None, reason) for every video: one that cannot be
-    read does not stop the others."""
+    read does not stop the others. `on_window` as for infer_video."""
     for path in video_paths(inputs):
         problem = file_problem(path)
         if problem:
             yield path, None, problem
             continue
         try:
-            yield path, infer_video(predictor, path, top_k, window, stride, decoder), None
+            yield path, infer_video(predictor, path, top_k, window, stride, decoder, on_window), None
         except VideoError as err:
             yield path, None, f"cannot be decoded ({err})"

@@ -10,7 +10,7 @@ import sys
 import click
 import torch.distributed as dist
 
-from sfcli.cli import evaluate, extract, infer, info, models, plot, train
+from sfcli.cli import evaluate, export, extract, infer, info, models, plot, train
 from sfcli.cli.common import err_console
 from sfcli.devices import keep_freed_memory
 from sfcli.errors import Interrupted, SfcliError
@@ -50,7 +50,7 @@ def cli():
 
 
 for command in (info.info, train.train, train.ablate_command, evaluate.evaluate, info.synth, infer.infer,
-                infer.convert, extract.extract, plot.plot, models.models):
+                infer.convert, export.export, extract.extract, plot.plot, models.models):
     cli.add_command(command)
 
 

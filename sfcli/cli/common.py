@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import click
 from rich.table import Table
 
 from sfcli import model_config, presets
-from sfcli.console import make_console
+from sfcli.console import Reporter, make_console
 from sfcli.errors import ConfigError
 from sfcli.evaluation import EvalResult
 
@@ -144,3 +145,14 @@ def print_eval(result: EvalResult, per_class: bool = True):
 def print_bad_videos(bad, title: str):
     if bad:
         print_table(title, [(b.path, b.reason) for b in bad], ("video", "reason"))
+
+
+def track(reporter: Reporter, description: str):
+    """A progress callback (done, total) drawing one bar of `reporter`."""
+    task, start = reporter.task(description, total=0), time.perf_counter()
+
+    def update(done: int, total: int):
+        reporter.progress.update(task, total=total)
+        reporter.update(task, done, done / (time.perf_counter() - start))
+
+    return update

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
-from sfcli.cli.common import UserError, print_json, print_table
+from sfcli.cli.common import UserError, print_json, print_table, track
 from sfcli.console import Reporter
 from sfcli.extract import DTYPES, PATHWAYS
 
@@ -39,16 +37,9 @@ def extract(videos, out, checkpoint, arch, window, stride, per_video, pathway, d
         raise UserError("--stride needs --window")
     predictor = load_predictor(checkpoint, arch, device=device)
     init_distributed(predictor.device)
-    start = time.perf_counter()
     with Reporter() as reporter:
-        task = reporter.task("extract", total=0)
-
-        def on_video(done, total):
-            reporter.progress.update(task, total=total)
-            reporter.update(task, done, done / (time.perf_counter() - start))
-
         summary = extract_features(predictor, videos, out, window, stride, per_video, pathway, dtype, decoder,
-                                   on_video)
+                                   track(reporter, "extract"))
     if as_json:
         print_json(summary.to_json())
     else:

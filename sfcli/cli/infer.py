@@ -7,7 +7,8 @@ import math
 import click
 
 from sfcli import infer as sfinfer
-from sfcli.cli.common import UserError, parse_views, print_json, print_table
+from sfcli.cli.common import UserError, parse_views, print_json, print_table, track
+from sfcli.console import Reporter
 from sfcli.hub import DEFAULT_WEIGHTS
 from sfcli.infer import VideoPrediction
 from sfcli.predict import HEAD_POOLS, load_predictor
@@ -20,6 +21,8 @@ from sfcli.predict import HEAD_POOLS, load_predictor
               help=f"PySlowFast (.pyth, .pkl) or PyTorchVideo weights, or a name `sfcli models` lists; see --arch "
                    f"[default: {DEFAULT_WEIGHTS}, downloaded once].")
 @click.option("--arch", help="Architecture of --weights (default: recognised from the weights).")
+@click.option("--onnx", type=click.Path(dir_okay=False),
+              help="An `sfcli export --format onnx` file, run through onnxruntime (pip install 'sfcli[onnx]').")
 @click.option("--labels", type=click.Path(dir_okay=False), help="Class names, one per line, in output order.")
 @click.option("--top-k", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--views", default="10x3", show_default=True, help="CLIPSxCROPS per video, or per window.")
@@ -30,27 +33,50 @@ from sfcli.predict import HEAD_POOLS, load_predictor
 @click.option("--decoder", type=click.Choice(["auto", "decord", "pyav"]), default="auto", show_default=True)
 @click.option("--head-pool", type=click.Choice(HEAD_POOLS), default="reference", show_default=True,
               help="Views larger than the training crop: the reference's per-position head, or one global pool.")
+@click.option("--render", type=click.Path(dir_okay=False),
+              help="Write the video again with each window's top labels drawn on it (one video only).")
+@click.option("--timeline", type=click.Path(dir_okay=False),
+              help="Write each window's top labels as CSV: start, end, label, score (one video only).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list of results.")
-def infer(videos, checkpoint, weights, arch, labels, top_k, views, window, stride, device, decoder, head_pool,
-          as_json):
+def infer(videos, checkpoint, weights, arch, onnx, labels, top_k, views, window, stride, device, decoder, head_pool,
+          render, timeline, as_json):
     """Top-k labels of videos (files or folders), and per time window with --window."""
-    if checkpoint is not None and weights is not None:
-        raise UserError("give at most one of --checkpoint and --weights")
-    if checkpoint is None and weights is None:
+    if [checkpoint, weights, onnx].count(None) < 2:
+        raise UserError("give at most one of --checkpoint, --weights and --onnx")
+    if [checkpoint, weights, onnx].count(None) == 3:
         weights = DEFAULT_WEIGHTS  # the design's own usage line: `sfcli infer video.mp4`
     if stride is not None and window is None:
         raise UserError("--stride needs --window")
     for name, seconds in (("--window", window), ("--stride", stride)):
         if seconds is not None and not math.isfinite(seconds):
             raise UserError(f"{name} takes a finite number of seconds, got {seconds}")
-    predictor = load_predictor(checkpoint or weights, arch, labels, parse_views(views), device, head_pool)
+    if onnx:
+        from sfcli.export import load_onnx_predictor
+
+        predictor = load_onnx_predictor(onnx, labels, parse_views(views))
+    else:
+        predictor = load_predictor(checkpoint or weights, arch, labels, parse_views(views), device, head_pool)
+    if (render or timeline) and len(sfinfer.video_paths(videos)) != 1:
+        raise UserError("--render and --timeline take exactly one video")
+    if render or timeline:
+        from sfcli.extract import network_span
+        from sfcli.render import render_video, write_timeline
+
+        window = window or network_span(predictor)  # default: back-to-back clips of the network's span
     results, failed = [], 0
-    for path, result, error in sfinfer.infer_many(predictor, videos, top_k, window, stride, decoder):
+    with Reporter() as reporter:
+        scored = list(sfinfer.infer_many(predictor, videos, top_k, window, stride, decoder, track(reporter, "score")))
+    for path, result, error in scored:
         if error:
             failed += 1
             click.echo(f"sfcli: {path}: {error}", err=True)
             continue
         results.append(result.to_json())
+        if timeline:
+            write_timeline(result, timeline)
+        if render:
+            with Reporter() as reporter:
+                render_video(result, render, track(reporter, "render"))
         if not as_json:
             print_prediction(result)
     if as_json:
