@@ -144,7 +144,7 @@ def run_study(study: str, out: Path, train_videos: VideoList, val_videos: VideoL
         summary = train(out / variant.key, train_videos, cfg, clip, train_cfg, val_videos, arch, reporter)
         paper = PAPER.get((study, variant.key), (None, None, None))
         rows.append({
-            "variant": variant.label, "key": variant.key, "top1": summary.test.top1,
+            "variant": variant.label, "key": variant.key, "map": summary.test.map, "top1": summary.test.top1,
             "top5": summary.test.top5, "gflops": round(count_gflops(cfg, clip.test_crop), 3),
             "params": summary.params, "train_seconds": round(sum(h.seconds for h in summary.history), 1),
             "excluded": summary.test.excluded, "paper_top1": paper[0], "paper_top5": paper[1],
@@ -162,7 +162,7 @@ def write_results(out: Path, result: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": out / "results.json", "csv": out / "results.csv", "plot": out / "top1_vs_gflops.png"}
     files["json"].write_text(json.dumps(result, indent=2) + "\n")
-    columns = ("variant", "top1", "top5", "gflops", "params", "train_seconds", "excluded", "paper_top1",
+    columns = ("variant", "map", "top1", "top5", "gflops", "params", "train_seconds", "excluded", "paper_top1",
                "paper_top5", "paper_gflops")
     with open(files["csv"], "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
@@ -173,19 +173,21 @@ def write_results(out: Path, result: dict) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    """Top-1 against GFLOPs per view: the paper's accuracy/cost picture, one point per variant."""
+    """Top-1 (mAP for multi-label data) against GFLOPs per view: the paper's accuracy/cost
+    picture, one point per variant."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    metric = "map" if result["rows"][0]["map"] is not None else "top1"
     for row in result["rows"]:
-        ax.scatter(row["gflops"], row["top1"], s=40)
-        ax.annotate(row["variant"], (row["gflops"], row["top1"]), textcoords="offset points", xytext=(5, 4),
+        ax.scatter(row["gflops"], row[metric], s=40)
+        ax.annotate(row["variant"], (row["gflops"], row[metric]), textcoords="offset points", xytext=(5, 4),
                     fontsize=8)
     ax.set_xlabel(f"GFLOPs per {result['test_crop']}px view")
-    ax.set_ylabel(f"top-1 % ({result['views']} views)")
+    ax.set_ylabel(f"{'mAP' if metric == 'map' else 'top-1'} % ({result['views']} views)")
     ax.set_title(f"sfcli ablate {result['study']}: {result['arch']}, {result['epochs']} epochs")
     ax.grid(alpha=0.3)
     ax.margins(0.15)  # room for the labels

@@ -18,7 +18,7 @@ from sfcli.devices import pick_device
 from sfcli.distributed import gather, init_distributed, world
 from sfcli.errors import DataError
 from sfcli.files import write_atomic
-from sfcli.metrics import ClassMetrics, ConfusedPair, accuracy, confusion_matrix
+from sfcli.metrics import ClassMetrics, ConfusedPair, accuracy, confusion_matrix, multi_label_accuracy
 from sfcli.model import SlowFast
 from sfcli.predict import load_predictor, view_probabilities
 from sfcli.videolist import VideoList, read_video_list
@@ -39,19 +39,29 @@ class BadVideo:
 
 @dataclass(frozen=True, eq=False)
 class VideoScores:
-    """Every scored video's class scores (its views' probabilities averaged), in list order."""
+    """Every scored video's class scores (its views' probabilities averaged: softmax, or each
+    class's sigmoid for multi-label data), in list order."""
 
     classes: tuple[str, ...]
     paths: tuple[str, ...]
-    labels: torch.Tensor  # (videos,) class indices
+    labels: torch.Tensor  # (videos,) class indices, or (videos, classes) 0/1 for multi-label data
     scores: torch.Tensor  # (videos, classes) float32
     views: str  # "CLIPSxCROPS", or several joined by "+" once combined
     excluded_videos: tuple[BadVideo, ...] = ()
 
+    @property
+    def multi_label(self) -> bool:
+        return self.labels.ndim == 2
+
+    def label_names(self, label: int | list[int]) -> str | list[str]:
+        if self.multi_label:
+            return [name for name, on in zip(self.classes, label) if on]
+        return self.classes[label]
+
     def to_json(self) -> dict:
         return {"classes": list(self.classes), "views": self.views,
                 "excluded_videos": [b.to_json() for b in self.excluded_videos],
-                "videos": [{"path": p, "label": self.classes[y], "scores": [round(s, 6) for s in row]}
+                "videos": [{"path": p, "label": self.label_names(y), "scores": [round(s, 6) for s in row]}
                            for p, y, row in zip(self.paths, self.labels.tolist(), self.scores.tolist())]}
 
 
@@ -59,9 +69,9 @@ class VideoScores:
 class EvalResult:
     """One test: accuracy (as %) over the scored videos, and the videos excluded from it."""
 
-    top1: float
+    top1: float  # multi-label data: videos whose top class is one of theirs
     top5: float
-    mean_class_accuracy: float
+    mean_class_accuracy: float | None  # None for multi-label data
     scored: int
     per_class: tuple[ClassMetrics, ...]
     most_confused: tuple[ConfusedPair, ...]
@@ -69,6 +79,7 @@ class EvalResult:
     videos: int  # listed, scored or not
     excluded_videos: tuple[BadVideo, ...]
     seconds: float
+    map: float | None = None  # multi-label data: mean average precision, the headline
 
     @property
     def excluded(self) -> int:
@@ -79,15 +90,16 @@ class EvalResult:
                 "scored": self.scored, "per_class": [c.to_json() for c in self.per_class],
                 "most_confused": [p.to_json() for p in self.most_confused], "views": self.views,
                 "videos": self.videos, "excluded": self.excluded,
-                "excluded_videos": [b.to_json() for b in self.excluded_videos], "seconds": self.seconds}
+                "excluded_videos": [b.to_json() for b in self.excluded_videos], "seconds": self.seconds,
+                "map": self.map}
 
     @classmethod
     def from_json(cls, d: dict) -> EvalResult:
-        per_class = tuple(ClassMetrics(c["class"], c["videos"], c["top1"], c["precision"], c["f1"])
+        per_class = tuple(ClassMetrics(c["class"], c["videos"], c["top1"], c["precision"], c["f1"], c["ap"])
                           for c in d["per_class"])
         return cls(d["top1"], d["top5"], d["mean_class_accuracy"], d["scored"], per_class,
                    tuple(ConfusedPair(**p) for p in d["most_confused"]), d["views"], d["videos"],
-                   tuple(BadVideo(**b) for b in d["excluded_videos"]), d["seconds"])
+                   tuple(BadVideo(**b) for b in d["excluded_videos"]), d["seconds"], d["map"])
 
 
 @dataclass(frozen=True)
@@ -115,7 +127,7 @@ def score_videos(model: SlowFast, videos: VideoList, clip: ClipConfig, device: t
                  workers: int = 2, amp: bool = False, decoder: str = "auto", reporter: Reporter | None = None,
                  description: str = "eval") -> VideoScores:
     """Every video's views (clip.num_clips uniform clips x clip.num_crops crops) through the
-    network, softmax scores averaged per video. Videos that fail to decode are excluded and
+    network, probabilities averaged per video. Videos that fail to decode are excluded and
     listed. Under torchrun each process scores every world-th video and the scores are gathered:
     every video counted exactly once."""
     rank, world_size = world()
@@ -131,7 +143,8 @@ def score_videos(model: SlowFast, videos: VideoList, clip: ClipConfig, device: t
         failures += batch["failures"]
         if batch["clip"] is not None:
             b, v = batch["clip"].shape[:2]
-            probs = view_probabilities(model, batch["clip"].flatten(0, 1), clip, device, amp)
+            probs = view_probabilities(model, batch["clip"].flatten(0, 1), clip, device, amp,
+                                       multi_label=videos.multi_label)
             scores.append(probs.reshape(b, v, -1).mean(1))
             indices.append(batch["index"])
         seen += len(batch["index"]) + len(batch["failures"])
@@ -152,11 +165,13 @@ def score_videos(model: SlowFast, videos: VideoList, clip: ClipConfig, device: t
 
 
 def summarize(scores: VideoScores, seconds: float = 0.0) -> EvalResult:
-    """What the scores say: top-1/top-5, mean class accuracy, per class, the most confused pairs."""
-    acc = accuracy(scores.scores, scores.labels, scores.classes)
+    """What the scores say: top-1/top-5, mean class accuracy, per class, the most confused pairs;
+    for multi-label data mAP and average precision per class."""
+    measure = multi_label_accuracy if scores.multi_label else accuracy
+    acc = measure(scores.scores, scores.labels, scores.classes)
     return EvalResult(acc.top1, acc.top5, acc.mean_class_accuracy, len(scores.labels), acc.per_class,
                       acc.most_confused, scores.views, len(scores.labels) + len(scores.excluded_videos),
-                      scores.excluded_videos, seconds)
+                      scores.excluded_videos, seconds, acc.map)
 
 
 def evaluate(model: SlowFast, videos: VideoList, clip: ClipConfig, device: torch.device, batch_size: int = 4,
@@ -194,8 +209,10 @@ def read_scores(path) -> VideoScores:
         lookup = {name: i for i, name in enumerate(classes)}
         videos = d["videos"]
         scores = torch.tensor([v["scores"] for v in videos], dtype=torch.float32).reshape(len(videos), len(classes))
-        return VideoScores(classes, tuple(v["path"] for v in videos),
-                           torch.tensor([lookup[v["label"]] for v in videos], dtype=torch.long), scores,
+        multi_label = bool(videos) and isinstance(videos[0]["label"], list)
+        labels = [[int(name in v["label"]) for name in classes] if multi_label else lookup[v["label"]]
+                  for v in videos]
+        return VideoScores(classes, tuple(v["path"] for v in videos), torch.tensor(labels, dtype=torch.long), scores,
                            d["views"], tuple(BadVideo(**b) for b in d["excluded_videos"]))
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
         raise DataError(f"{path} is not a score file written by sfcli eval --save-scores ({err})") from None
@@ -232,15 +249,16 @@ def write_scores(path, scores: VideoScores) -> Path:
     return write_atomic(Path(path), json.dumps(scores.to_json()) + "\n")
 
 
-def write_report(out, result: CheckpointEval) -> tuple[Path, Path, Path]:
-    """`--out DIR`: eval.json, confusion.csv and the confusion heat map confusion.png."""
+def write_report(out, result: CheckpointEval) -> list[Path]:
+    """`--out DIR`: eval.json, and for single-label data confusion.csv and the confusion heat map
+    confusion.png (a multi-label video has no one true class to put in a row)."""
     from sfcli.plots import plot_confusion  # matplotlib only when a figure is asked for
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    confusion = confusion_matrix(result.scores.scores, result.scores.labels, result.scores.classes)
-    files = out / EVAL_FILE, out / CONFUSION_CSV, out / CONFUSION_PNG
-    write_atomic(files[0], json.dumps(result.to_json(), indent=2) + "\n")
-    write_atomic(files[1], confusion.to_csv())
-    plot_confusion(confusion, result.test.most_confused, files[2])
+    files = [write_atomic(out / EVAL_FILE, json.dumps(result.to_json(), indent=2) + "\n")]
+    if not result.scores.multi_label:
+        confusion = confusion_matrix(result.scores.scores, result.scores.labels, result.scores.classes)
+        files.append(write_atomic(out / CONFUSION_CSV, confusion.to_csv()))
+        files.append(plot_confusion(confusion, result.test.most_confused, out / CONFUSION_PNG))
     return files

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,10 +26,11 @@ class ClassMetrics:
     top1: float | None  # % of the class's videos predicted as it: the recall
     precision: float | None  # % of the videos predicted as the class that are of it
     f1: float | None  # %, precision taken as 0 where it is undefined
+    ap: float | None = None  # multi-label data: average precision, %
 
     def to_json(self) -> dict:
         return {"class": self.name, "videos": self.videos, "top1": self.top1, "precision": self.precision,
-                "f1": self.f1}
+                "f1": self.f1, "ap": self.ap}
 
 
 @dataclass(frozen=True)
@@ -83,13 +85,15 @@ class Confusion:
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Single-label metrics of one set of scores (rates as %)."""
+    """The metrics of one set of scores (rates as %). Multi-label data: top-1/top-5 count a video
+    whose top 1/5 classes hold one of its labels, and mAP is the headline."""
 
     top1: float
     top5: float
-    mean_class_accuracy: float  # top-1 averaged over the classes that have videos
+    mean_class_accuracy: float | None  # top-1 averaged over the classes that have videos (single-label)
     per_class: tuple[ClassMetrics, ...]
     most_confused: tuple[ConfusedPair, ...]
+    map: float | None = None  # multi-label: mean average precision
 
 
 def confusion_matrix(scores: torch.Tensor, labels: torch.Tensor, classes) -> Confusion:
@@ -141,3 +145,17 @@ def mean_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float
     ap = average_precision(scores, targets) if len(scores) else torch.zeros(0)
     ap = ap[~ap.isnan()]
     return percent(ap.mean()) if len(ap) else 0.0
+
+
+def multi_label_accuracy(scores: torch.Tensor, targets: torch.Tensor, classes) -> Accuracy:
+    """Everything a multi-label test reports, from scores (N, classes) and 0/1 targets (N, classes):
+    mAP, average precision per class, and how often the top 1/5 classes hold a label."""
+    k = min(5, scores.shape[1])
+    top = scores.topk(k, dim=1).indices if len(scores) else torch.zeros(0, k, dtype=torch.long)
+    hits = targets.gather(1, top).bool() if len(scores) else torch.zeros(0, k, dtype=torch.bool)
+    ap = average_precision(scores, targets) if len(scores) else torch.full((len(classes),), float("nan"))
+    positives = targets.sum(0).tolist() if len(scores) else [0] * len(classes)
+    per_class = tuple(ClassMetrics(name, int(n), None, None, None, None if math.isnan(a) else percent(a))
+                      for name, n, a in zip(classes, positives, ap.tolist()))
+    rate = lambda hit: percent(hit.float().mean()) if len(scores) else 0.0  # noqa: E731
+    return Accuracy(rate(hits[:, 0]), rate(hits.any(1)), None, per_class, (), mean_average_precision(scores, targets))

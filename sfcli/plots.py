@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sfcli.files import write_atomic
 from sfcli.metrics import ConfusedPair, Confusion
+from sfcli.runlog import validation_score
 
 INCH_PER_CLASS = 0.12  # a class name of 6 pt per row and column: readable at 400 classes
 
@@ -57,7 +58,8 @@ def plot_confusion(confusion: Confusion, pairs: tuple[ConfusedPair, ...], path) 
 
 def plot_runs(runs, path) -> Path:
     """Training loss (every logged step where the run has them, else per epoch) and validation
-    top-1 per epoch of one or several runs (RunSummary), one colour per run, on one figure."""
+    top-1 (mAP for multi-label data) per epoch of one or several runs (RunSummary), one colour per
+    run, on one figure."""
     plt = pyplot()
     fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
     for colour, run in enumerate(runs):
@@ -66,10 +68,10 @@ def plot_runs(runs, path) -> Path:
             loss_ax.plot([s.epochs for s in run.steps], [s.loss for s in run.steps], **style)
         else:
             loss_ax.plot([h.epoch for h in run.history], [h.loss for h in run.history], marker="o", **style)
-        validated = [h for h in run.history if h.val_top1 is not None]
-        val_ax.plot([h.epoch for h in validated], [h.val_top1 for h in validated], marker="o", **style)
+        validated = [h for h in run.history if validation_score(h) is not None]
+        val_ax.plot([h.epoch for h in validated], [validation_score(h) for h in validated], marker="o", **style)
     loss_ax.set(xlabel="epoch", ylabel="training loss", title="loss")
-    val_ax.set(xlabel="epoch", ylabel="validation top-1 %", title="validation")
+    val_ax.set(xlabel="epoch", ylabel="validation top-1 % (mAP % for multi-label runs)", title="validation")
     for ax in (loss_ax, val_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -24,8 +24,9 @@ def summary_writer_class():
 
 
 def validation_score(record: EpochRecord) -> float | None:
-    """What `best` means: validation top-1 (None when the epoch was not validated)."""
-    return record.val_top1
+    """What `best` means: validation mAP for multi-label data, else top-1 (None when the epoch
+    was not validated)."""
+    return record.val_map if record.val_map is not None else record.val_top1
 
 
 def is_best(record: EpochRecord, history) -> bool:

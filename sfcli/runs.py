@@ -40,6 +40,7 @@ class EpochRecord:
     val_top1: float | None = None
     val_top5: float | None = None
     val_excluded: int | None = None
+    val_map: float | None = None  # multi-label data
 
     def to_json(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

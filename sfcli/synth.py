@@ -25,6 +25,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from sfcli.videolist import LABEL_SEPARATOR, MULTI_LABEL_HEADER
+
 CLASS_KINDS = {
     "ring": "appearance",
     "plus sign": "appearance",
@@ -125,23 +127,29 @@ def track(motion: str, frames: int, arena: tuple[int, int], rng: np.random.Gener
     return np.round(positions).astype(int) % arena
 
 
-def render(label: str, height: int, width: int, frames: int, rng: np.random.Generator) -> np.ndarray:
-    """(frames, height, width, 3) uint8 video of one class."""
+def render(labels, height: int, width: int, frames: int, rng: np.random.Generator) -> np.ndarray:
+    """(frames, height, width, 3) uint8 video of one class (a name), or of several (a tuple of
+    names: one sprite each, in the same colour, each moving on its own)."""
     background_colour, sprite_colour = random_colours(rng)
     background = background_image(height, width, background_colour, rng)
-    shape = MOTION_SPRITE if CLASS_KINDS[label] == "motion" else label
-    motion = label if CLASS_KINDS[label] == "motion" else str(rng.choice(list(MOTIONS)))
-    alpha = sprite_alpha(shape, rng.uniform(0.1, 0.13) * min(height, width))[..., None]
-    side = alpha.shape[0]
-    # The sprite's corner moves on a torus (the arena); the sprite is always drawn whole inside
-    # the frame, so a shape is never cut in pieces.
     margin = (round(ARENA_MARGIN * height), round(ARENA_MARGIN * width))
-    arena = (height - 2 * margin[0] - side, width - 2 * margin[1] - side)
+    sprites = []
+    for label in (labels,) if isinstance(labels, str) else labels:
+        shape = MOTION_SPRITE if CLASS_KINDS[label] == "motion" else label
+        motion = label if CLASS_KINDS[label] == "motion" else str(rng.choice(list(MOTIONS)))
+        alpha = sprite_alpha(shape, rng.uniform(0.1, 0.13) * min(height, width))[..., None]
+        side = alpha.shape[0]
+        # The sprite's corner moves on a torus (the arena); the sprite is always drawn whole
+        # inside the frame, so a shape is never cut in pieces.
+        arena = (height - 2 * margin[0] - side, width - 2 * margin[1] - side)
+        sprites.append((alpha, side, track(motion, frames, arena, rng)))
     video = np.empty((frames, height, width, 3), dtype=np.uint8)
-    for i, (y, x) in enumerate(track(motion, frames, arena, rng)):
+    for i in range(frames):
         frame = background.copy()
-        rows, cols = slice(margin[0] + y, margin[0] + y + side), slice(margin[1] + x, margin[1] + x + side)
-        frame[rows, cols] += alpha * (sprite_colour - frame[rows, cols])
+        for alpha, side, positions in sprites:
+            y, x = positions[i]
+            rows, cols = slice(margin[0] + y, margin[0] + y + side), slice(margin[1] + x, margin[1] + x + side)
+            frame[rows, cols] += alpha * (sprite_colour - frame[rows, cols])
         video[i] = np.clip(frame, 0, 255)
     return video
 
@@ -187,14 +195,18 @@ def youtube_id(seed: int, label: str, split: str, index: int) -> str:
 
 
 def write_dataset(out, classes=None, train_per_class: int = 100, val_per_class: int = 20, size=(96, 96),
-                  frames: int = 64, fps: int = 30, seed: int = 0, progress=None) -> dict:
+                  frames: int = 64, fps: int = 30, seed: int = 0, progress=None, multi_label: bool = False) -> dict:
     """Write out/{train,val}/<label>/<id>_<start>_<end>.mp4, Kinetics-format train.csv and
-    val.csv, and classes.txt; return a summary. progress(done, total) is called per video."""
+    val.csv, and classes.txt; return a summary. progress(done, total) is called per video.
+    multi_label: each video shows its class and a second one drawn at random, in
+    out/{train,val}/<id>.mp4, listed in multi-label CSVs (header path,labels; labels joined by ';')."""
     began = time.perf_counter()
     names = select_classes(classes)
     height, width = check_size(size)
     if train_per_class < 1 or val_per_class < 0 or frames < 2 or fps < 1:
         raise ValueError("train_per_class, frames and fps must be positive, and val_per_class not negative")
+    if multi_label and len(names) < 2:
+        raise ValueError("a multi-label dataset needs at least 2 classes")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     codec = pick_codec()
@@ -204,19 +216,25 @@ def write_dataset(out, classes=None, train_per_class: int = 100, val_per_class: 
     for split, split_code in SPLITS:
         rows = []
         for label in names:
-            folder = root / split / label
+            folder = root / split if multi_label else root / split / label
             folder.mkdir(parents=True, exist_ok=True)
             for index in range(counts[split]):
                 rng = np.random.default_rng([seed, CLASS_NAMES.index(label), split_code, index])
                 video_id = youtube_id(seed, label, split, index)
-                encode(folder / f"{video_id}_{0:06d}_{seconds:06d}.mp4", render(label, height, width, frames, rng),
-                       fps, codec)
-                rows.append((label, video_id, 0, seconds, split))
+                if multi_label:
+                    others = [n for n in names if n != label]
+                    labels = (label, others[int(rng.integers(len(others)))])
+                    encode(folder / f"{video_id}.mp4", render(labels, height, width, frames, rng), fps, codec)
+                    rows.append((f"{split}/{video_id}.mp4", LABEL_SEPARATOR.join(labels)))
+                else:
+                    encode(folder / f"{video_id}_{0:06d}_{seconds:06d}.mp4",
+                           render(label, height, width, frames, rng), fps, codec)
+                    rows.append((label, video_id, 0, seconds, split))
                 done += 1
                 if progress is not None:
                     progress(done, total)
         with open(root / f"{split}.csv", "w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows([CSV_HEADER, *rows])
+            csv.writer(f, lineterminator="\n").writerows([MULTI_LABEL_HEADER if multi_label else CSV_HEADER, *rows])
     (root / "classes.txt").write_text("".join(f"{name}\n" for name in names))
     return {
         "root": str(root),
@@ -227,5 +245,6 @@ def write_dataset(out, classes=None, train_per_class: int = 100, val_per_class: 
         "frames": frames,
         "fps": fps,
         "codec": "h264" if codec == "libx264" else "mpeg4",
+        "multi_label": multi_label,
         "seconds": round(time.perf_counter() - began, 2),
     }

@@ -157,9 +157,13 @@ def train_step(t: Training, batch: dict, lr: float) -> None:
     y = batch["label"].to(t.device, non_blocking=True)
     with autocast(t.device, t.cfg.amp):
         logits = t.net(x)
-        loss = F.cross_entropy(logits.float(), y, weight=t.loss_weight)
+        # Multi-label data (y: 0/1 per class): a sigmoid and binary cross-entropy per class.
+        loss = (F.binary_cross_entropy_with_logits(logits.float(), y.float()) if y.ndim == 2
+                else F.cross_entropy(logits.float(), y, weight=t.loss_weight))
     loss_value = float(loss.detach())
-    loss_sum, correct, count, bad = all_sum([loss_value * len(y), float((logits.argmax(1) == y).sum()), len(y),
+    top = logits.argmax(1, keepdim=True)
+    hits = y.gather(1, top) if y.ndim == 2 else top[:, 0] == y  # the top class is (one of) the video's
+    loss_sum, correct, count, bad = all_sum([loss_value * len(y), float(hits.sum()), len(y),
                                              0.0 if math.isfinite(loss_value) else 1.0], t.device)
     if bad:
         raise TrainingError(
@@ -275,7 +279,8 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
                 val_clip = dataclasses.replace(clip, num_clips=train_cfg.val_views[0], num_crops=train_cfg.val_views[1])
                 val = evaluate(model, val_videos, val_clip, device, max(1, train_cfg.batch_size // world_size),
                                train_cfg.workers, train_cfg.amp, train_cfg.decoder, reporter, "validating")
-                record = dataclasses.replace(record, val_top1=val.top1, val_top5=val.top5, val_excluded=val.excluded)
+                record = dataclasses.replace(record, val_top1=val.top1, val_top5=val.top5, val_excluded=val.excluded,
+                                             val_map=val.map)
             t.finish_epoch(record)
             reporter.print(_epoch_line(record))
             if all_max(stop.signum, device):
@@ -319,6 +324,8 @@ def _check_setup(train_videos: VideoList, val_videos: VideoList | None, model_cf
         raise TrainingError("--epochs must be at least 1")
     if val_videos is not None and list(val_videos.classes) != list(train_videos.classes):
         raise TrainingError("the validation data's classes differ from the training data's")
+    if val_videos is not None and val_videos.multi_label != train_videos.multi_label:
+        raise TrainingError("the training and validation data must both be multi-label lists, or neither")
     return steps_per_epoch
 
 
@@ -341,4 +348,6 @@ def _epoch_line(record: EpochRecord) -> str:
             f"{record.clips_per_s:.1f} clips/s, {record.seconds:.0f} s")
     if record.val_top1 is not None:
         line += f", val top-1 {record.val_top1:.1f}% top-5 {record.val_top5:.1f}%"
+    if record.val_map is not None:
+        line += f", val mAP {record.val_map:.1f}%"
     return line

@@ -15,6 +15,8 @@ from sfcli.errors import DataError
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg",
                     ".3gp", ".flv", ".wmv", ".ogv")
 KINETICS_HEADER = ("label", "youtube_id", "time_start", "time_end")
+MULTI_LABEL_HEADER = ("path", "labels")  # a multi-label CSV: one video per row, its labels joined by ";"
+LABEL_SEPARATOR = ";"
 # Kinetics clips are cut at whole seconds of a YouTube video; no video is a million seconds long.
 MAX_SECONDS = 10**6
 # Far more than any video dataset has; a bigger label is a typo, and would build a classifier that size.
@@ -24,10 +26,14 @@ MAX_CLASSES = 100_000
 @dataclass(frozen=True)
 class VideoList:
     paths: list[Path]
-    labels: list[int]
+    labels: list  # class indices; for a multi-label list, tuples of 0/1 per class
     classes: list[str]
-    kind: str  # "kinetics-csv", "pyslowfast-list" or "folder"
+    kind: str  # "kinetics-csv", "pyslowfast-list", "multi-label-csv" or "folder"
     source: Path
+
+    @property
+    def multi_label(self) -> bool:
+        return self.kind == "multi-label-csv"
 
 
 def read_text(path: Path) -> str:
@@ -62,11 +68,13 @@ def detect_kind(path: Path) -> str:
         raise DataError(f"{path} is empty")
     if tuple(c.strip() for c in first.split(",")[:4]) == KINETICS_HEADER:
         return "kinetics-csv"
+    if tuple(c.strip() for c in first.split(",")) == MULTI_LABEL_HEADER:
+        return "multi-label-csv"
     if "," not in first and len(first.rsplit(" ", 1)) == 2:
         return "pyslowfast-list"
     raise DataError(
-        f"{path} is neither a Kinetics CSV (header label,youtube_id,time_start,time_end,split) nor a "
-        f"PySlowFast list ('path label' per line)"
+        f"{path} is neither a Kinetics CSV (header label,youtube_id,time_start,time_end,split), a multi-label "
+        f"CSV (header path,labels) nor a PySlowFast list ('path label' per line)"
     )
 
 
@@ -132,6 +140,22 @@ def _read_pyslowfast_list(path: Path, root: Path):
     return entries
 
 
+def _read_multi_label_csv(path: Path, root: Path):
+    """Rows of (path, labels joined by ';'); entries carry the tuple of label names."""
+    entries = []
+    reader = csv.reader(read_text(path).splitlines())
+    next(reader)
+    for lineno, row in enumerate(reader, start=2):
+        if not row or not "".join(row).strip():
+            continue
+        names = tuple(n.strip() for n in row[1].split(LABEL_SEPARATOR) if n.strip()) if len(row) == 2 else ()
+        if not names:
+            raise DataError(f"{path}, line {lineno}: expected a path and its labels separated by "
+                            f"'{LABEL_SEPARATOR}', got {','.join(row)!r}")
+        entries.append((root / row[0].strip(), names))
+    return entries
+
+
 def _read_folder(root: Path):
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
@@ -157,6 +181,8 @@ def read_video_list(data, prefix=None, labels=None, classes=None, skip_missing: 
         entries = _read_kinetics_csv(data, root)
     elif kind == "pyslowfast-list":
         entries = _read_pyslowfast_list(data, root)
+    elif kind == "multi-label-csv":
+        entries = _read_multi_label_csv(data, root)
     else:
         entries = _read_folder(data)
     if not entries:
@@ -172,14 +198,18 @@ def read_video_list(data, prefix=None, labels=None, classes=None, skip_missing: 
             raise DataError(f"{data} has label {bad[0]} but there are only {len(classes)} classes")
         label_ids = [label for _, label in entries]
     else:
-        classes = list(classes) if classes is not None else sorted({label for _, label in entries})
+        names = [set(label) if kind == "multi-label-csv" else {label} for _, label in entries]
+        classes = list(classes) if classes is not None else sorted(set().union(*names))
         lookup = {name: i for i, name in enumerate(classes)}
-        unknown = sorted({label for _, label in entries if label not in lookup})
+        unknown = sorted({label for labels in names for label in labels if label not in lookup})
         if unknown:
             raise DataError(
                 f"{data} has {len(unknown)} label(s) not among the {len(classes)} classes, e.g. {unknown[0]!r}"
             )
-        label_ids = [lookup[label] for _, label in entries]
+        if kind == "multi-label-csv":
+            label_ids = [tuple(int(name in labels) for name in classes) for labels in names]
+        else:
+            label_ids = [lookup[label] for _, label in entries]
 
     paths = [Path(p) for p, _ in entries]
     missing = [i for i, p in enumerate(paths) if not p.is_file()]

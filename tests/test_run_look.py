@@ -75,7 +75,8 @@ def test_plot_draws_several_runs_on_one_figure(logged, tmp_path):
     scores = [h["val_top1"] for h in summary["history"]]
     assert [r["steps"] for r in out["runs"]] == [6, 6]
     first = out["runs"][0]
-    assert first["best_val_top1"] == max(scores) and first["best_epoch"] == scores.index(max(scores)) + 1
+    assert first["metric"] == "top1" and first["best_val"] == max(scores)
+    assert first["best_epoch"] == scores.index(max(scores)) + 1
     assert "is not a readable sfcli run folder" in one_line_error(sfcli("plot", str(tmp_path)))
 
 

@@ -125,8 +125,12 @@ def parse_views(text: str) -> tuple[int, int]:
 
 
 def print_eval(result: EvalResult, per_class: bool = True):
-    rate = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-    if per_class:
+    rate = lambda v, digits=1: "-" if v is None else f"{v:.{digits}f}"  # noqa: E731
+    multi_label = result.map is not None
+    if per_class and multi_label:
+        print_table("per class", [(c.name, c.videos, rate(c.ap)) for c in result.per_class],
+                    ("class", "videos with it", "average precision %"))
+    elif per_class:
         print_table("per class", [(c.name, c.videos, rate(c.top1), rate(c.precision), rate(c.f1))
                                   for c in result.per_class],
                     ("class", "videos", "top-1 (recall) %", "precision %", "F1 %"))
@@ -134,9 +138,10 @@ def print_eval(result: EvalResult, per_class: bool = True):
             print_table("most confused", [(p.true, p.predicted, p.videos, f"{p.share:.1f}")
                                           for p in result.most_confused],
                         ("true class", "predicted", "videos", "% of the class"))
-    print_table(f"test, {result.views} views per video", [
-        ("top-1 %", f"{result.top1:.2f}"), ("top-5 %", f"{result.top5:.2f}"),
-        ("mean class accuracy %", f"{result.mean_class_accuracy:.2f}"),
+    headline = [("mAP %", rate(result.map, 2))] if multi_label else []
+    print_table(f"test, {result.views} views per video", headline + [
+        ("top-1 %" + (" (top class is one of the labels)" if multi_label else ""), f"{result.top1:.2f}"),
+        ("top-5 %", f"{result.top5:.2f}"), ("mean class accuracy %", rate(result.mean_class_accuracy, 2)),
         ("videos scored", result.scored), ("videos excluded", result.excluded),
     ], ("", "value"))
     print_bad_videos(result.excluded_videos, "videos excluded from the test")

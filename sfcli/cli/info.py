@@ -61,9 +61,12 @@ def parse_size(value: str) -> tuple[int, int]:
 @click.option("--frames", type=click.IntRange(2), default=64, show_default=True, help="Frames per video.")
 @click.option("--fps", type=click.IntRange(1), default=30, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--multi-label", is_flag=True,
+              help="Two sprites per video (its class and a random other), listed in multi-label CSVs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def synth(out, classes, train_per_class, val_per_class, size, frames, fps, seed, as_json):
-    """Write a dataset of real mp4 files with Kinetics-format train.csv and val.csv."""
+def synth(out, classes, train_per_class, val_per_class, size, frames, fps, seed, multi_label, as_json):
+    """Write a dataset of real mp4 files with Kinetics-format train.csv and val.csv (multi-label
+    CSVs, header path,labels, with --multi-label)."""
     from rich.progress import Progress
 
     from sfcli import synth as sfsynth
@@ -74,11 +77,13 @@ def synth(out, classes, train_per_class, val_per_class, size, frames, fps, seed,
         classes, size = sfsynth.select_classes(classes), sfsynth.check_size(parse_size(size))
     except ValueError as e:
         raise UserError(str(e)) from None
+    if multi_label and len(classes) < 2:
+        raise UserError("--multi-label needs at least 2 classes")
     with Progress(console=err_console, transient=True, disable=not err_console.is_terminal) as progress:
         task = progress.add_task("writing videos", total=None)
         summary = sfsynth.write_dataset(
             out, classes=classes, train_per_class=train_per_class, val_per_class=val_per_class,
-            size=size, frames=frames, fps=fps, seed=seed,
+            size=size, frames=frames, fps=fps, seed=seed, multi_label=multi_label,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     if as_json:
@@ -89,5 +94,6 @@ def synth(out, classes, train_per_class, val_per_class, size, frames, fps, seed,
         ("videos", f"{summary['train']} train, {summary['val']} val"),
         ("frames", f"{summary['frames']} at {summary['fps']} fps, {summary['size'][0]}x{summary['size'][1]}"),
         ("codec", summary["codec"]),
+        ("labels", "two per video (multi-label)" if multi_label else "one per video"),
         ("seconds", f"{summary['seconds']:.1f}"),
     ], ("", "value"))

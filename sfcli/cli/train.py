@@ -146,10 +146,13 @@ def train(data, val_data, prefix, labels, skip_missing, arch, crop, views, out, 
         print_json(summary.to_json())
         return
     show = lambda v: "-" if v is None else v  # noqa: E731
+    multi_label = train_videos.multi_label  # mAP first: the headline
     print_table(f"{arch} in {out}", [
-        (h.epoch, f"{h.loss:.4f}", f"{h.train_top1:.1f}", f"{show(h.val_top1)}", f"{show(h.val_top5)}",
-         f"{h.clips_per_s:.1f}", f"{h.seconds:.0f}") for h in summary.history
-    ], ("epoch", "loss", "train top-1", "val top-1", "val top-5", "clips/s", "seconds"))
+        (h.epoch, f"{h.loss:.4f}", f"{h.train_top1:.1f}", *((f"{show(h.val_map)}",) if multi_label else ()),
+         f"{show(h.val_top1)}", f"{show(h.val_top5)}", f"{h.clips_per_s:.1f}", f"{h.seconds:.0f}")
+        for h in summary.history
+    ], ("epoch", "loss", "train top-1", *(("val mAP",) if multi_label else ()), "val top-1", "val top-5",
+        "clips/s", "seconds"))
     if summary.test is not None:
         print_eval(summary.test, per_class=False)
     print_bad_videos(summary.bad_videos, "videos quarantined in training")
@@ -203,8 +206,10 @@ def ablate_command(study, data, val_data, prefix, labels, skip_missing, arch, cr
     show = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
     print_table(f"ablate {study}: {arch}, {result['epochs']} epochs, {result['views']} views, "
                 f"{len(train_videos.paths)} train / {len(val_videos.paths)} test videos", [
-        (r["variant"], f"{r['top1']:.1f}", f"{r['top5']:.1f}", f"{r['gflops']:.3f}", f"{r['params']:,}",
-         f"{r['train_seconds']:.0f}", show(r["paper_top1"], ".1f"), show(r["paper_gflops"], ".1f"))
+        (r["variant"], *((show(r["map"], ".1f"),) if val_videos.multi_label else ()), f"{r['top1']:.1f}",
+         f"{r['top5']:.1f}", f"{r['gflops']:.3f}", f"{r['params']:,}", f"{r['train_seconds']:.0f}",
+         show(r["paper_top1"], ".1f"), show(r["paper_gflops"], ".1f"))
         for r in result["rows"]
-    ], ("variant", "top-1", "top-5", "GFLOPs", "params", "train s", "paper top-1", "paper GFLOPs"))
+    ], ("variant", *(("mAP",) if val_videos.multi_label else ()), "top-1", "top-5", "GFLOPs", "params", "train s",
+        "paper top-1", "paper GFLOPs"))
     console.print(f"results: {result['files']['json']}, {result['files']['csv']}, {result['files']['plot']}")
