@@ -164,9 +164,11 @@ def test_convert_round_trip_and_foreign_weights_with_arch(videos, tmp_path):
     assert a[0]["predictions"] == b[0]["predictions"]
 
 
-def test_exactly_one_source_of_weights(videos):
+def test_at_most_one_source_of_weights_and_none_is_the_default_network(videos, tmp_path):
     _, good, _ = videos
-    assert "exactly one" in one_line_error(sfcli("infer", str(good[0])))
+    assert "at most one" in one_line_error(sfcli("infer", str(good[0]), "--checkpoint", "a", "--weights", "b"))
+    offline = {"SFCLI_WEIGHTS_URL": "http://127.0.0.1:9/", "TORCH_HOME": str(tmp_path)}
+    assert "cannot download slowfast_8x8_r50_k400" in one_line_error(sfcli("infer", str(good[0]), env=offline))
 
 
 def test_infer_on_a_run_folder_agrees_with_eval(synth, tmp_path):
