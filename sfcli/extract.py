@@ -1,19 +1,19 @@
 """`sfcli extract`: a network's pooled features (what its classifier reads: Slow's then Fast's
 globally pooled res5 channels, 2048 + 256 for a SlowFast R50) for every window of every video.
 
-Each video gets DIR/<its path under the inputs' common folder>.npy of shape (windows, dims) and a
-sidecar .json, both written atomically, the sidecar last: a video with a sidecar is done and is
-skipped by the next run, and a kill leaves no half-written file. DIR/index.jsonl (one line per
-video) is rebuilt from the sidecars at the end of every run. Under torchrun each process takes
-every world-th video."""
+Each video gets DIR/<its name, see list_videos>.npy of shape (windows, dims) and a sidecar
+.json, both written atomically, the sidecar last: a video with a sidecar is done and is skipped by
+the next run, and a kill leaves no half-written file. DIR/index.jsonl (one line per video) is
+rebuilt from the sidecars at the end of every run. Under torchrun each process takes every
+world-th video."""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from sfcli.decode import probe
 from sfcli.distributed import world
 from sfcli.errors import ConfigError, VideoError
 from sfcli.files import write_atomic
+from sfcli.hub import sha256_of
 from sfcli.infer import video_paths, window_bounds
 from sfcli.predict import Predictor, view_chunk
 from sfcli.transforms import REFERENCE_FPS, normalize
@@ -70,23 +71,27 @@ class ExtractSummary:
         return dataclasses.asdict(self) | {"failed": [{"video": v, "reason": r} for v, r in self.failed]}
 
 
-def list_videos(inputs) -> list[Path]:
-    """Video files as given, the videos inside folders, and the videos a dataset list names."""
+def list_videos(inputs) -> list[tuple[Path, Path]]:
+    """(video, its features file's name under the output folder, less the suffix): video files as
+    given (their file name), the videos inside folders (their path in the folder), and the videos
+    of a dataset list (their path under the list's videos' common folder). A video's name depends
+    on its own input only, so that a rerun with other inputs still finds the videos it did."""
     out = []
     for item in map(Path, inputs):
         if item.is_file() and item.suffix.lower() not in VIDEO_EXTENSIONS:
-            out += read_video_list(item).paths
+            paths = read_video_list(item).paths
+            root = Path(os.path.commonpath([p.parent.resolve() for p in paths]))
+            out += [(p, p.resolve().relative_to(root)) for p in paths]
+        elif item.is_dir():
+            out += [(p, p.relative_to(item) if p != item else Path(item.name)) for p in video_paths([item])]
         else:
-            out += video_paths([item])
+            out.append((item, Path(item.name)))
+    names = Counter(name.with_suffix("") for _, name in out)
+    clashes = [str(name) for name, count in names.items() if count > 1]
+    if clashes:
+        raise ConfigError(f"{len(clashes)} names are given to more than one video (e.g. {clashes[0]}); "
+                          f"extract those inputs into separate --out folders")
     return out
-
-
-def sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(resolve_checkpoint(path), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def network_span(predictor: Predictor) -> float:
@@ -135,13 +140,12 @@ def extract(predictor: Predictor, inputs, out, window: float | None = None, stri
     window = window or network_span(predictor)
     stride = stride or window
     videos = list_videos(inputs)
-    root = Path(os.path.commonpath([p.parent.resolve() for p in videos])) if videos else out
     rank, size = world()
     mine = videos[rank::size]
-    weights = sha256(predictor.info.path)
+    weights = sha256_of(resolve_checkpoint(predictor.info.path))
     extracted, skipped, failed, rows = 0, 0, [], 0
-    for done, path in enumerate(mine, 1):
-        npy = out / path.resolve().relative_to(root).with_suffix(".npy")
+    for done, (path, name) in enumerate(mine, 1):
+        npy = out / name.with_suffix(".npy")
         if npy.with_suffix(".json").is_file():
             skipped += 1
         else:

@@ -55,8 +55,10 @@ def test_features_are_the_networks_pooled_features_and_a_rerun_resumes(setup):
     (out / "x" / "v.npy").unlink()
     (out / "x" / "v.json").unlink()
     before = (out / "y" / "v.npy").stat().st_mtime_ns
-    summary = extract(predictor, [root / "videos"], out, pathway="fast", dtype="float32")
+    # Another input beside them (a missing one) leaves the videos' names, so the done one is found.
+    summary = extract(predictor, [root / "videos", root / "missing.mp4"], out, pathway="fast", dtype="float32")
     assert (summary.extracted, summary.skipped) == (1, 1)
+    assert summary.failed == ((str(root / "missing.mp4"), "no such file"),)
     assert (out / "y" / "v.npy").stat().st_mtime_ns == before  # a done video is not touched
     assert np.load(out / "x" / "v.npy").shape[1] == fast
     assert len((out / INDEX).read_text().splitlines()) == 2

@@ -35,5 +35,6 @@ def test_render_writes_every_frame_with_labels_and_the_timeline_its_windows(tmp_
 def test_render_takes_one_video(tmp_path):
     checkpoint = tiny_checkpoint(tmp_path / "four.pt", ["a", "b", "c", "d"])
     videos = [str(write_video(tmp_path / f"{i}.mp4", num_frames=8, size=(32, 32))) for i in range(2)]
-    error = one_line_error(sfcli("infer", *videos, "--checkpoint", str(checkpoint), "--render", str(tmp_path / "o.mp4")))
+    result = sfcli("infer", *videos, "--checkpoint", str(checkpoint), "--render", str(tmp_path / "o.mp4"))
+    error = one_line_error(result)
     assert "exactly one video" in error
