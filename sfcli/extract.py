@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from sfcli.checkpoint import resolve_checkpoint
 from sfcli.data import test_views
 from sfcli.decode import probe
-from sfcli.distributed import world
+from sfcli.distributed import gather, world
 from sfcli.errors import ConfigError, VideoError
 from sfcli.files import write_atomic
 from sfcli.hub import sha256_of
@@ -61,7 +60,7 @@ class VideoFeatures:
 @dataclass(frozen=True)
 class ExtractSummary:
     out: str
-    videos: int  # this process's share
+    videos: int  # of every process together
     extracted: int
     skipped: int  # done by an earlier run
     failed: tuple[tuple[str, str], ...]  # (video, reason)
@@ -167,11 +166,12 @@ def extract(predictor: Predictor, inputs, out, window: float | None = None, stri
                 failed.append((str(path), f"cannot be decoded ({err})" if path.exists() else "no such file"))
         if on_video:
             on_video(done, len(mine))
-    if size > 1:
-        dist.barrier()  # every process's sidecars are written before the index is
+    # Gathering also waits for every process's sidecars before the index is written.
+    counts = gather((len(mine), extracted, skipped, failed, rows))
     if rank == 0:
         write_index(out)
-    return ExtractSummary(str(out), len(mine), extracted, skipped, tuple(failed), rows)
+    return ExtractSummary(str(out), *(sum(c[i] for c in counts) for i in (0, 1, 2)),
+                          tuple(f for c in counts for f in c[3]), sum(c[4] for c in counts))
 
 
 def read_sidecars(out) -> Iterator[dict]:

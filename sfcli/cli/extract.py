@@ -27,7 +27,7 @@ from sfcli.extract import DTYPES, PATHWAYS
 def extract(videos, out, checkpoint, arch, window, stride, per_video, pathway, dtype, device, decoder, as_json):
     """Features before the classifier for VIDEOS (files, folders, or dataset lists) into OUT:
     one (windows, dims) .npy per video and an index.jsonl; videos already done are skipped."""
-    from sfcli.distributed import init_distributed
+    from sfcli.distributed import init_distributed, is_main_process
     from sfcli.extract import extract as extract_features
     from sfcli.predict import load_predictor
 
@@ -40,6 +40,8 @@ def extract(videos, out, checkpoint, arch, window, stride, per_video, pathway, d
     with Reporter() as reporter:
         summary = extract_features(predictor, videos, out, window, stride, per_video, pathway, dtype, decoder,
                                    track(reporter, "extract"))
+    if not is_main_process():  # the summary is every process's
+        return
     if as_json:
         print_json(summary.to_json())
     else:
