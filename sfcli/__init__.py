@@ -50,6 +50,11 @@ _EXPORTS = {
     "read_run": "sfcli.runs",
     "evaluate": "sfcli.evaluation",
     "evaluate_checkpoint": "sfcli.evaluation",
+    "read_scores": "sfcli.evaluation",
+    "combine_scores": "sfcli.evaluation",
+    "confusion_matrix": "sfcli.metrics",
+    "mean_average_precision": "sfcli.metrics",
+    "plot_runs": "sfcli.plots",
     # after training: features, exported networks, labelled videos
     "extract": "sfcli.extract",
     "export_model": "sfcli.export",
