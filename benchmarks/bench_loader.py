@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sfcli.data import VideoDataset, collate
-from sfcli.decode import BACKENDS, decode
+from sfcli.decode import BACKENDS, decode, resized
 from sfcli.presets import build_config, clip_config
 from sfcli.transforms import clip_indices, normalize
 from sfcli.videolist import read_video_list
@@ -55,7 +55,7 @@ def write_videos(root: Path, count: int, size=(256, 340), frames=90, fps=30):
                 container.mux(packet)
 
 
-def pyslowfast_decode(path: Path, pick_indices):
+def pyslowfast_decode(path: Path, pick_indices, resize):
     """PySlowFast's PyAV decode: seek to the window with 1024 pts of margin, decode it, convert
     every frame whose pts lies in it, then index the clip's frames."""
     with av.open(str(path)) as container:
@@ -73,7 +73,7 @@ def pyslowfast_decode(path: Path, pick_indices):
                 break
         rgb = {i: frame.to_rgb().to_ndarray() for i, frame in window.items()}
     wanted = sorted(set(indices))
-    return np.stack([rgb[i] for i in wanted]), wanted, indices
+    return resized(np.stack([rgb[i] for i in wanted]), resize), wanted, indices
 
 
 class PySlowFastStyle(VideoDataset):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -54,15 +55,16 @@ def read_clips(path, clip: ClipConfig, starts: list[float], short_side: int, dec
     def pick(num_frames, fps):
         return [i for s in starts for i in clip_indices(num_frames, fps, clip.frames, clip.stride, s)]
 
-    frames, num_frames, fps = _decode_clips(path, pick, decoder, seconds)
-    frames = resize_short_side(frames.permute(0, 3, 1, 2), short_side)  # (N*T, C, H, W)
+    resize = partial(resize_short_side, size=short_side)
+    frames, num_frames, fps = _decode_clips(path, pick, decoder, seconds, resize)
+    frames = frames.permute(0, 3, 1, 2)  # (N*T, C, H, W)
     clips = frames.reshape(len(starts), clip.frames, *frames.shape[1:]).transpose(1, 2)
     return clips, num_frames, fps
 
 
-def _decode_clips(path, pick, decoder: str, seconds) -> tuple[torch.Tensor, int, float]:
-    """(frames (N, H, W, C) that pick(num_frames, fps) chooses, frame count, frame rate); with
-    `seconds`, pick sees only that part of the video and its indices count from its start."""
+def _decode_clips(path, pick, decoder: str, seconds, resize) -> tuple[torch.Tensor, int, float]:
+    """(frames (N, H, W, C) that pick(num_frames, fps) chooses, resized as they arrive, frame count,
+    frame rate); with `seconds`, pick sees only that part of the video and its indices count from its start."""
     found = {}
 
     def pick_in_window(num_frames, fps):
@@ -73,7 +75,7 @@ def _decode_clips(path, pick, decoder: str, seconds) -> tuple[torch.Tensor, int,
             end = max(first + 1, min(num_frames, math.ceil(seconds[1] * fps)))
         return [first + i for i in pick(end - first, fps)]
 
-    return decode(path, pick_in_window, decoder), found["num_frames"], found["fps"]
+    return decode(path, pick_in_window, decoder, resize), found["num_frames"], found["fps"]
 
 
 def test_views(path, clip: ClipConfig, decoder: str = "auto", seconds=None) -> tuple[torch.Tensor, int, float]:
@@ -86,8 +88,9 @@ def test_views(path, clip: ClipConfig, decoder: str = "auto", seconds=None) -> t
     def pick(num_frames, fps):
         return [i for k in range(n) for i in view_clip_indices(num_frames, fps, clip.frames, clip.stride, k, n)]
 
-    frames, num_frames, fps = _decode_clips(path, pick, decoder, seconds)
-    frames = scale_short_side(frames.permute(0, 3, 1, 2), clip.test_short)  # (N*T, C, H, W)
+    resize = partial(scale_short_side, size=clip.test_short)
+    frames, num_frames, fps = _decode_clips(path, pick, decoder, seconds, resize)
+    frames = frames.permute(0, 3, 1, 2)  # (N*T, C, H, W)
     clips = frames.reshape(n, clip.frames, *frames.shape[1:]).transpose(1, 2)
     views = three_crops(clips, clip.test_crop, clip.num_crops)  # M x (N, C, T, crop, crop)
     # NDHWC (channels_last_3d) in memory, the frames' own layout and the network's: one copy.

@@ -40,7 +40,17 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
-def _decode_decord(path: Path, pick_indices):
+# Frames decord hands over at a time: at 4K, 8 frames are 200 MB before they are resized.
+DECORD_CHUNK = 8
+
+
+def resized(frames: np.ndarray, resize) -> torch.Tensor:
+    """(N, H, W, 3) uint8 frames, through resize ((N, C, H, W) -> (N, C, h, w)) where given."""
+    frames = torch.from_numpy(np.ascontiguousarray(frames))
+    return frames if resize is None else resize(frames.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+def _decode_decord(path: Path, pick_indices, resize):
     with _native_stderr_silenced():
         reader = decord.VideoReader(str(path), num_threads=1)
     num_frames, fps = len(reader), reader.get_avg_fps()
@@ -48,11 +58,12 @@ def _decode_decord(path: Path, pick_indices):
         raise VideoError("no video frames")
     indices = pick_indices(num_frames, fps)
     wanted = sorted(set(indices))
-    return reader.get_batch(wanted).asnumpy(), wanted, indices
+    chunks = [wanted[i : i + DECORD_CHUNK] for i in range(0, len(wanted), DECORD_CHUNK)]
+    return torch.cat([resized(reader.get_batch(c).asnumpy(), resize) for c in chunks]), wanted, indices
 
 
-def _pyav_frames(container, stream, wanted: list[int], fps: float, seek: bool) -> dict[int, np.ndarray]:
-    """The wanted frames (sorted indices) as RGB arrays. With `seek`, decoding starts at the key
+def _pyav_frames(container, stream, wanted: list[int], fps: float, seek: bool, resize) -> dict[int, torch.Tensor]:
+    """The wanted frames (sorted indices), RGB, resized as they arrive. With `seek`, decoding starts at the key
     frame before the first wanted one and a frame's index comes from its timestamp (nothing is
     returned if a frame has none); otherwise frames are counted in order from the start."""
     start = stream.start_time or 0
@@ -69,13 +80,14 @@ def _pyav_frames(container, stream, wanted: list[int], fps: float, seek: bool) -
         if index in wanted_set:
             # As a phone's player shows it (decord applies the rotation itself): rotation is in
             # degrees counter-clockwise, as np.rot90 turns.
-            got[index] = np.rot90(frame.to_ndarray(format="rgb24"), round(frame.rotation / 90) % 4)
+            image = np.rot90(frame.to_ndarray(format="rgb24"), round(frame.rotation / 90) % 4)
+            got[index] = resized(image[None], resize)[0]
         if index >= wanted[-1]:
             break
     return got
 
 
-def _decode_pyav(path: Path, pick_indices):
+def _decode_pyav(path: Path, pick_indices, resize):
     import av
 
     with av.open(str(path)) as container:
@@ -94,20 +106,20 @@ def _decode_pyav(path: Path, pick_indices):
         wanted = sorted(set(indices))
         # Seeking spares decoding everything before a late window; where it cannot place the first
         # wanted frame (no timestamps, an inexact seek), the frames are counted from the start.
-        got = _pyav_frames(container, stream, wanted, fps, seek=True) if wanted[0] > 0 else {}
+        got = _pyav_frames(container, stream, wanted, fps, True, resize) if wanted[0] > 0 else {}
         if wanted[0] not in got:
             if wanted[0] > 0:
                 container.seek(0)
-            got = _pyav_frames(container, stream, wanted, fps, seek=False)
+            got = _pyav_frames(container, stream, wanted, fps, False, resize)
     if not got:
         raise VideoError("no frame could be decoded")
     # A container that overstates its length: the last decoded frame stands in for the rest.
     last = got[max(got)]
-    return np.stack([got.get(i, last) for i in wanted]), wanted, indices
+    return torch.stack([got.get(i, last) for i in wanted]), wanted, indices
 
 
-# Decoders by name; each takes (path, pick_indices) and returns (frames of the distinct wanted
-# indices, those indices sorted, the indices as asked).
+# Decoders by name; each takes (path, pick_indices, resize) and returns (frames of the distinct
+# wanted indices, resized, those indices sorted, the indices as asked).
 BACKENDS = {"decord": _decode_decord, "pyav": _decode_pyav}
 
 
@@ -135,10 +147,11 @@ def file_problem(path) -> str | None:
     return None
 
 
-def decode(path, pick_indices, decoder: str = "auto") -> torch.Tensor:
+def decode(path, pick_indices, decoder: str = "auto", resize=None) -> torch.Tensor:
     """Frames (len(indices), H, W, 3) uint8 of one video, where pick_indices(num_frames, fps)
-    chooses them; each distinct frame is decoded once. "auto" is decord, then PyAV where decord
-    is missing or fails on the file. Raises VideoError with the reasons."""
+    chooses them; each distinct frame is decoded once, and resized ((N, C, H, W) -> (N, C, h, w))
+    as it arrives, so that memory follows the output size, not the video's. "auto" is decord, then
+    PyAV where decord is missing or fails on the file. Raises VideoError with the reasons."""
     if decoder == "decord" and decord is None:
         raise VideoError("decord is not installed")
     problem = file_problem(path)
@@ -148,13 +161,13 @@ def decode(path, pick_indices, decoder: str = "auto") -> torch.Tensor:
     reasons = []
     for name in names:
         try:
-            frames, wanted, indices = BACKENDS[name](Path(path), pick_indices)
+            frames, wanted, indices = BACKENDS[name](Path(path), pick_indices, resize)
         except Exception as e:  # decoders raise many types; each is one reason this file is bad
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             reasons.append(f"{name}: {message}")
             continue
         position = {frame: i for i, frame in enumerate(wanted)}
-        return torch.from_numpy(frames[[position[i] for i in indices]])
+        return frames[[position[i] for i in indices]]
     raise VideoError("; ".join(reasons))
 
 

@@ -214,6 +214,34 @@ def test_bad_input_ends_in_one_line(corpus, capsys, make, expected_code, words):
     assert snapshot(corpus["run"]) == before
 
 
+def video_4k(corpus) -> Path:
+    """Ten 3840x2160 frames: kept whole for each of 10x3 views' 160 frames, they were 3.7 GB."""
+    import av
+    import numpy as np
+
+    path = corpus["root"] / "4k.mp4"
+    if path.exists():
+        return path
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 3840, 2160, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((2160, 3840, 3), 20 * i, np.uint8), format="rgb24")
+            for packet in [*stream.encode(frame), *(stream.encode() if i == 9 else [])]:
+                container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_a_4k_video_is_scored_in_memory_that_follows_the_views(corpus, decoder):
+    video = video_4k(corpus)
+    result = sfcli("infer", "--checkpoint", str(corpus["run"]), "--views", "10x3", "--decoder", decoder, str(video),
+                   "--json", preexec_fn=limit_memory)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)[0]["video"] == str(video)
+
+
 def limit_memory():
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
