@@ -24,7 +24,11 @@ class CheckpointError(SfcliError):
 
 class WriteError(SfcliError, OSError):
     """A file that cannot be written (no space, no permission, no such folder); the previous
-    version of it is left whole."""
+    version of it is left whole, and `kept` names it where that is worth saying."""
+
+    def __init__(self, reason: str, kept: str | None = None):
+        super().__init__(reason if kept is None else f"{reason}; {kept} is intact")
+        self.reason, self.kept = reason, kept
 
 
 class TrainingError(SfcliError, RuntimeError):

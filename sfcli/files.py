@@ -91,14 +91,15 @@ def _remove(tmp: Path) -> None:
         pass
 
 
+KEPT = "the previous version of the file"
+
+
 def write_error(path: Path, err: OSError) -> WriteError:
     """One sentence for a file the system would not let us write."""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return WriteError(f"no space left on {_mount_point(path.parent)} while writing {path}; "
-                          f"the previous version of the file is intact")
+        return WriteError(f"no space left on {_mount_point(path.parent)} while writing {path}", KEPT)
     if err.errno == errno.EFBIG:
-        return WriteError(f"the file-size limit (ulimit -f) was reached while writing {path}; "
-                          f"the previous version of the file is intact")
+        return WriteError(f"the file-size limit (ulimit -f) was reached while writing {path}", KEPT)
     blocker = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         return WriteError(f"cannot write {path}: {blocker} is a file, not a folder")

@@ -15,7 +15,7 @@ import torch
 from sfcli.checkpoint import RUN_CHECKPOINT, load_weights
 from sfcli.data import ClipConfig
 from sfcli.distributed import is_main_process
-from sfcli.errors import TrainingError
+from sfcli.errors import TrainingError, WriteError
 from sfcli.evaluation import BadVideo, EvalResult
 from sfcli.files import load_checkpoint, save_checkpoint, write_atomic
 from sfcli.model_config import ModelConfig
@@ -206,7 +206,15 @@ def restore(path: Path, model, optimizer, scaler) -> RunState:
 
 def save_run(run: Path, payload: dict, state: RunState) -> None:
     """The checkpoint (`payload` and where the run is) and the list of quarantined videos."""
-    save_checkpoint(run / RUN_CHECKPOINT, {**payload, "run_state": state.to_json(), "epoch": state.epoch})
+    path = run / RUN_CHECKPOINT
+    try:
+        save_checkpoint(path, {**payload, "run_state": state.to_json(), "epoch": state.epoch})
+    except WriteError as err:
+        if err.kept is None or not path.exists():
+            raise
+        before = load_checkpoint(path)["run_state"]
+        raise WriteError(err.reason, f"the previous checkpoint (epoch {before['epoch'] + 1}, step {before['step']})") \
+            from None
     write_atomic(run / BAD_VIDEOS_FILE, json.dumps([b.to_json() for b in state.bad_video_list()], indent=2) + "\n")
 
 

@@ -277,18 +277,19 @@ def test_a_run_folder_in_use_names_the_process_holding_it(corpus, tmp_path):
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint_whole(tmp_path):
-    """A checkpoint that fits, then one that does not, in a process allowed files of 64 KiB."""
+    """A run's checkpoint that fits, then one that does not, in a process allowed files of 64 KiB."""
     path = tmp_path / "checkpoint.pt"
-    code = ("import resource, signal, sys, torch; from sfcli.files import save_checkpoint; "
+    code = ("import resource, signal, sys, torch; from pathlib import Path; from sfcli.runs import RunState, save_run; "
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16,) * 2)\n"
-            "save_checkpoint(sys.argv[1], {'w': torch.zeros(100)})\n"
-            "try:\n    save_checkpoint(sys.argv[1], {'w': torch.ones(100_000)})\n"
+            "save_run(Path(sys.argv[1]), {'w': torch.zeros(100)}, RunState(epoch=1, step=3))\n"
+            "try:\n    save_run(Path(sys.argv[1]), {'w': torch.ones(100_000)}, RunState(epoch=2))\n"
             "except Exception as e:\n    print(type(e).__name__, e)")
-    message = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+    message = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                              check=True).stdout
-    assert message.startswith(WriteError.__name__) and str(path) in message and "intact" in message, message
+    assert message.startswith(WriteError.__name__) and str(path) in message, message
+    assert "the previous checkpoint (epoch 2, step 3) is intact" in message, message
     assert torch.equal(load_checkpoint(path)["w"], torch.zeros(100))
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad_videos.json", "checkpoint.pt"]  # no temporary file
 
 
 def test_save_checkpoint_turns_os_errors_into_one_sentence(tmp_path):
