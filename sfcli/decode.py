@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sfcli.errors import VideoError
+from sfcli.errors import Interrupted, VideoError
 from sfcli.transforms import REFERENCE_FPS
 from sfcli.videolist import VIDEO_EXTENSIONS
 
@@ -162,6 +162,8 @@ def decode(path, pick_indices, decoder: str = "auto", resize=None) -> torch.Tens
     for name in names:
         try:
             frames, wanted, indices = BACKENDS[name](Path(path), pick_indices, resize)
+        except Interrupted:  # a signal arrived while decoding: the file is not to blame
+            raise
         except Exception as e:  # decoders raise many types; each is one reason this file is bad
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             reasons.append(f"{name}: {message}")

@@ -70,10 +70,11 @@ class TrainResult:
 
 
 class StopSignals:
-    """Turn SIGINT/SIGTERM into a flag the loop checks after each step."""
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each step; with `message`, into
+    Interrupted at once (the final test has no state to save)."""
 
-    def __init__(self):
-        self.signum = 0
+    def __init__(self, message: str | None = None):
+        self.signum, self.message = 0, message
 
     def __enter__(self):
         self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -81,6 +82,8 @@ class StopSignals:
 
     def _handle(self, signum, frame):
         self.signum = signum
+        if self.message:
+            raise Interrupted(self.message, signum)
 
     def __exit__(self, *exc):
         for s, handler in self.previous.items():
@@ -291,7 +294,8 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
     checksums = tuple(gather(weights_checksum(model)))
     test = None
     if val_videos is not None:
-        with reporter:
+        with reporter, StopSignals(f"interrupted during the final test; the training is finished and kept in "
+                                   f"{t.checkpoint_path}: run the same command to run only the test"):
             test = _final_test(t, val_videos, reporter)
     return TrainResult(str(run), arch, state.epoch, count_params(model), tuple(state.history), checksums,
                        state.bad_video_list(), test)
