@@ -346,3 +346,9 @@ def test_rotation_metadata_is_applied_by_both_decoders(tmp_path):
     with_decord, with_pyav = (decode(video, lambda num_frames, fps: [0, 3], d) for d in ("decord", "pyav"))
     assert with_decord.shape == with_pyav.shape == (2, 48, 32, 3)
     assert (with_decord.float() - with_pyav.float()).abs().mean() < 2
+
+
+def test_convert_keeps_a_runs_view_settings(corpus, tmp_path, capsys):
+    code, err, _ = run_in_process(["convert", str(corpus["run"]), str(tmp_path / "weights.pt")], capsys)
+    assert code == 0, err
+    assert load_checkpoint(tmp_path / "weights.pt")["clip"] == load_checkpoint(corpus["run"] / "checkpoint.pt")["clip"]
