@@ -192,6 +192,7 @@ class SlowFast(nn.Module):
         # Spatial window (res5 cells) of the test head, or None: global pooling, one classifier
         # call (training, and views of the training size). Set on test copies (sfcli.predict).
         self.head_window: int | None = None
+        self.head_multi_label = False  # the windowed head averages sigmoids (multi-label) or softmaxes
         # Slow frames out of the Fast-rate clip: linspace(0, alpha*T - 1, T), rounded down.
         self.register_buffer("slow_index", torch.linspace(0, cfg.fast_frames - 1, cfg.frames).long(), persistent=False)
         self.reset_parameters()
@@ -268,9 +269,12 @@ class SlowFast(nn.Module):
         whole length and `window` x `window` cells at stride 1 (window = training crop / 32: a
         256 view of a network trained on 224 crops gives 2 x 2 positions of its 8 x 8 map), the
         classifier applied at every position, the positions' softmaxes averaged. Returned as the
-        log of that average, so that a softmax of the output gives it back."""
+        log of that average, so that a softmax of the output gives it back (for a multi-label
+        network, `head_multi_label`: sigmoids averaged, returned as their logit)."""
         # Python ints: a traced export (sfcli.export) needs the kernel as constants, not shape ops.
         pooled = [F.avg_pool3d(x, (int(x.shape[2]), min(window, int(x.shape[3])), min(window, int(x.shape[4]))),
                                stride=1) for x in maps]
         positions = torch.cat(pooled, dim=1).flatten(2).transpose(1, 2)  # (B, positions, C)
+        if self.head_multi_label:  # per-position sigmoids averaged; a sigmoid of the output gives them back
+            return torch.logit(self.fc(positions).sigmoid().mean(dim=1), eps=1e-7)
         return self.fc(positions).softmax(dim=-1).mean(dim=1).log()

@@ -15,6 +15,7 @@ from sfcli.devices import autocast, pick_device
 from sfcli.errors import DataError
 from sfcli.fused import fuse_bn
 from sfcli.model import SlowFast
+from sfcli.model_config import ModelConfig
 from sfcli.presets import clip_config
 from sfcli.transforms import normalize
 from sfcli.videolist import read_labels_file
@@ -54,9 +55,17 @@ def load_predictor(checkpoint, arch: str | None = None, labels=None, views: tupl
     clip = dataclasses.replace(clip, num_clips=num_clips, num_crops=num_crops)
     # The inference copy: BN folded into the convs, conv + ReLU (+ residual add) in one call.
     inference = fuse_bn(model.to(dev))
-    if head_pool == "reference" and clip.test_crop > clip.crop and model.cfg.fast_input != "half":
-        inference.head_window = clip.crop // 32  # res5 cells of a training crop
+    if head_pool == "reference":
+        inference.head_window = reference_head_window(model.cfg, clip)
     return Predictor(inference, classes, clip, dev, info)
+
+
+def reference_head_window(model_cfg: ModelConfig, clip: ClipConfig) -> int | None:
+    """The window of the reference's fully convolutional test head (res5 cells of a training
+    crop) for views larger than the training crop; None where the global pool is the same."""
+    if clip.test_crop > clip.crop and model_cfg.fast_input != "half":
+        return clip.crop // 32
+    return None
 
 
 def view_chunk(device: torch.device, views: int) -> int:
@@ -74,6 +83,7 @@ def view_probabilities(model, views: torch.Tensor, clip: ClipConfig, device: tor
     `clip` says, normalised as it says and run through the network `chunk` views at a time;
     `multi_label`: each class's sigmoid instead."""
     chunk = chunk or view_chunk(device, len(views))
+    model.head_multi_label = multi_label  # a windowed head averages sigmoids, not softmaxes
     out = []
     for part in views.split(chunk):
         with autocast(device, amp):

@@ -42,6 +42,16 @@ class EpochRecord:
     val_excluded: int | None = None
     val_map: float | None = None  # multi-label data
 
+    def summary_line(self) -> str:
+        """The line `sfcli train` prints after the epoch."""
+        line = (f"epoch {self.epoch}: loss {self.loss:.4f}, train top-1 {self.train_top1:.1f}%, "
+                f"{self.clips_per_s:.1f} clips/s, {self.seconds:.0f} s")
+        if self.val_top1 is not None:
+            line += f", val top-1 {self.val_top1:.1f}% top-5 {self.val_top5:.1f}%"
+        if self.val_map is not None:
+            line += f", val mAP {self.val_map:.1f}%"
+        return line
+
     def to_json(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
@@ -117,6 +127,27 @@ def read_run(run) -> RunSummary:
                           steps)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise TrainingError(f"{run} is not a readable sfcli run folder ({err})") from None
+
+
+def check_run_inputs(train_videos: VideoList, val_videos: VideoList | None, model_cfg: ModelConfig,
+                     train_cfg: TrainConfig, world_size: int) -> int:
+    """Refuse a run that cannot start, before anything is written; returns the steps per epoch."""
+    if model_cfg.num_classes != len(train_videos.classes):
+        raise TrainingError(f"the network has {model_cfg.num_classes} outputs but the data has "
+                            f"{len(train_videos.classes)} classes; leave out --num-classes or fix the labels")
+    if train_cfg.batch_size % world_size:
+        raise TrainingError(f"--batch-size {train_cfg.batch_size} does not split over {world_size} processes")
+    steps_per_epoch = len(train_videos.paths) // train_cfg.batch_size
+    if steps_per_epoch == 0:
+        raise TrainingError(f"{train_videos.source} has {len(train_videos.paths)} videos, fewer than one batch "
+                            f"of {train_cfg.batch_size}; lower --batch-size")
+    if train_cfg.epochs < 1:
+        raise TrainingError("--epochs must be at least 1")
+    if val_videos is not None and list(val_videos.classes) != list(train_videos.classes):
+        raise TrainingError("the validation data's classes differ from the training data's")
+    if val_videos is not None and val_videos.multi_label != train_videos.multi_label:
+        raise TrainingError("the training and validation data must both be multi-label lists, or neither")
+    return steps_per_epoch
 
 
 def run_config(arch: str, model_cfg: ModelConfig, clip: ClipConfig, train_cfg: TrainConfig,

@@ -29,6 +29,7 @@ from sfcli.finetune import FineTuning
 from sfcli.model import SlowFast
 from sfcli.model_config import ModelConfig
 from sfcli.precise_bn import update_bn_stats
+from sfcli.predict import reference_head_window
 from sfcli.recipe import TrainConfig, epoch_order, learning_rate, make_optimizer, rank_batches, step_seed
 from sfcli.runlog import RunLog, is_best
 from sfcli.runs import (
@@ -37,6 +38,7 @@ from sfcli.runs import (
     EpochRecord,
     RunState,
     append_metrics,
+    check_run_inputs,
     open_run,
     run_config,
     save_run,
@@ -237,7 +239,7 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
     world_size = world()[1]
     device = pick_device(train_cfg.device)
     reporter = reporter or Reporter()
-    steps_per_epoch = _check_setup(train_videos, val_videos, model_cfg, train_cfg, world_size)
+    steps_per_epoch = check_run_inputs(train_videos, val_videos, model_cfg, train_cfg, world_size)
 
     torch.manual_seed(train_cfg.seed)  # the initial weights
     model = SlowFast(model_cfg).to(device)
@@ -285,7 +287,7 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
                 record = dataclasses.replace(record, val_top1=val.top1, val_top5=val.top5, val_excluded=val.excluded,
                                              val_map=val.map)
             t.finish_epoch(record)
-            reporter.print(_epoch_line(record))
+            reporter.print(record.summary_line())
             if all_max(stop.signum, device):
                 raise Interrupted(f"interrupted after epoch {state.epoch}; a checkpoint was written to "
                                   f"{t.checkpoint_path}: run the same command to resume", stop.signum)
@@ -312,27 +314,6 @@ def precise_bn(t: Training) -> None:
     update_bn_stats(t.model, (normalize(b["clip"].to(t.device), t.clip.mean, t.clip.std) for b in loader))
 
 
-def _check_setup(train_videos: VideoList, val_videos: VideoList | None, model_cfg: ModelConfig,
-                 train_cfg: TrainConfig, world_size: int) -> int:
-    """Refuse a run that cannot start, before anything is written; returns the steps per epoch."""
-    if model_cfg.num_classes != len(train_videos.classes):
-        raise TrainingError(f"the network has {model_cfg.num_classes} outputs but the data has "
-                            f"{len(train_videos.classes)} classes; leave out --num-classes or fix the labels")
-    if train_cfg.batch_size % world_size:
-        raise TrainingError(f"--batch-size {train_cfg.batch_size} does not split over {world_size} processes")
-    steps_per_epoch = len(train_videos.paths) // train_cfg.batch_size
-    if steps_per_epoch == 0:
-        raise TrainingError(f"{train_videos.source} has {len(train_videos.paths)} videos, fewer than one batch "
-                            f"of {train_cfg.batch_size}; lower --batch-size")
-    if train_cfg.epochs < 1:
-        raise TrainingError("--epochs must be at least 1")
-    if val_videos is not None and list(val_videos.classes) != list(train_videos.classes):
-        raise TrainingError("the validation data's classes differ from the training data's")
-    if val_videos is not None and val_videos.multi_label != train_videos.multi_label:
-        raise TrainingError("the training and validation data must both be multi-label lists, or neither")
-    return steps_per_epoch
-
-
 def _final_test(t: Training, val_videos: VideoList, reporter: Reporter) -> EvalResult:
     """The full multi-view test of the finished network on the validation data, once: kept in
     the run folder so that asking again (or ablate's second pass) costs nothing."""
@@ -340,18 +321,12 @@ def _final_test(t: Training, val_videos: VideoList, reporter: Reporter) -> EvalR
     if path.exists():
         return EvalResult.from_json(json.loads(path.read_text()))
     cfg = t.cfg
-    result = evaluate(t.model, val_videos, t.clip, t.device, max(1, cfg.batch_size // world()[1] // 4),
-                      cfg.workers, cfg.amp, cfg.decoder, reporter, "testing")
+    t.model.head_window = reference_head_window(t.model.cfg, t.clip)  # scored as `sfcli eval` scores it
+    try:
+        result = evaluate(t.model, val_videos, t.clip, t.device, max(1, cfg.batch_size // world()[1] // 4),
+                          cfg.workers, cfg.amp, cfg.decoder, reporter, "testing")
+    finally:
+        t.model.head_window = None
     if is_main_process():
         write_atomic(path, json.dumps(result.to_json(), indent=2) + "\n")
     return result
-
-
-def _epoch_line(record: EpochRecord) -> str:
-    line = (f"epoch {record.epoch}: loss {record.loss:.4f}, train top-1 {record.train_top1:.1f}%, "
-            f"{record.clips_per_s:.1f} clips/s, {record.seconds:.0f} s")
-    if record.val_top1 is not None:
-        line += f", val top-1 {record.val_top1:.1f}% top-5 {record.val_top5:.1f}%"
-    if record.val_map is not None:
-        line += f", val mAP {record.val_map:.1f}%"
-    return line

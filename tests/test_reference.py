@@ -2,6 +2,8 @@
 (its PyAV decoder on files with a duration, short-side scale, uniform crops, fully convolutional
 head), on real video files."""
 
+import dataclasses
+
 import av
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from sfcli import data
 from sfcli.data import ClipConfig
 from sfcli.model import SlowFast
 from sfcli.precise_bn import update_bn_stats
-from sfcli.predict import view_probabilities
+from sfcli.predict import reference_head_window, view_probabilities
 from sfcli.presets import build_config
 from sfcli.transforms import crop_offsets, normalize, scale_short_side, view_clip_indices
 
@@ -167,3 +169,22 @@ def test_precise_bn_averages_the_batches_statistics():
     torch.testing.assert_close(bn.running_mean, means.mean(0))
     torch.testing.assert_close(bn.running_var, variances.mean(0))
     assert bn.momentum == 0.1 and not net.training
+
+
+@torch.no_grad()
+def test_a_multi_label_network_averages_the_positions_sigmoids():
+    """Multi-label scoring on a view larger than the training crop: each position's sigmoid,
+    averaged (a softmax of log-averaged softmaxes would be another thing)."""
+    torch.manual_seed(0)
+    model = SlowFast(build_config("slowfast_tiny", width=8, frames=1, alpha=4, tau=4, num_classes=5)).eval()
+    clip = ClipConfig(frames=4, stride=1, crop=32, test_short=64, test_crop=64, num_clips=1, num_crops=1)
+    views = torch.randint(0, 256, (2, 3, 4, 64, 64), dtype=torch.uint8)
+    x = normalize(views, clip.mean, clip.std)
+    maps = model.res5(x)
+    pooled = torch.cat([F.avg_pool3d(m, (m.shape[2], 1, 1), stride=1) for m in maps], 1).flatten(2).transpose(1, 2)
+    expected = model.fc(pooled).sigmoid().mean(1)
+    model.head_window = reference_head_window(model.cfg, clip)
+    assert model.head_window == 1
+    probs = view_probabilities(model, views, clip, torch.device("cpu"), multi_label=True)
+    torch.testing.assert_close(probs, expected, rtol=0, atol=1e-5)
+    assert reference_head_window(model.cfg, dataclasses.replace(clip, test_crop=32)) is None
