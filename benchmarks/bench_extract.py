@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from machine import cpu_name
 from rich.console import Console
 from rich.table import Table
 
@@ -36,15 +35,6 @@ from sfcli.predict import load_predictor
 from sfcli.presets import PRESETS, create_model
 from sfcli.synth import encode, pick_codec, render
 from sfcli.transforms import normalize
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        name = platform.processor() or "unknown CPU"
-    return f"{name}, {torch.get_num_threads()} threads"
 
 
 def plain_features(model, predictor, videos) -> int:
@@ -94,8 +84,8 @@ def main():
             runs["plain SlowFast.forward"].append(plain_rate)
     rates = {name: statistics.median(values) for name, values in runs.items()}
     ratio = rates["sfcli extract"] / rates["plain SlowFast.forward"]
-    result = {"cpu": cpu_name(), "arch": args.arch, "crop": args.crop, "clips": summary.windows,
-              "clips_per_s": rates, "ratio": ratio}
+    result = {"cpu": f"{cpu_name()}, {torch.get_num_threads()} threads", "arch": args.arch, "crop": args.crop,
+              "clips": summary.windows, "clips_per_s": rates, "ratio": ratio}
     if args.json:
         print(json.dumps(result, indent=2))
         return

@@ -37,6 +37,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from machine import cpu_name
 from rich.console import Console
 from rich.table import Table
 
@@ -221,14 +222,6 @@ def bench_row(arch, mode, precision, memory_format, args, device) -> dict:
         "sfcli_clips_per_s": rates[0], "reference_clips_per_s": rates[1], "ratio": rates[0] / rates[1],
         "max_rel_error": error, "reference_max_rel_error": reference_error,
     }
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def environment(device) -> dict:
