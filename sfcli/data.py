@@ -11,8 +11,8 @@ from functools import partial
 import numpy as np
 import torch
 
-from sfcli.decode import decode
 from sfcli.errors import VideoError
+from sfcli.framecache import FrameCache, read_frames
 from sfcli.transforms import (
     KINETICS_MEAN,
     KINETICS_STD,
@@ -47,7 +47,7 @@ class ClipConfig:
         return self.num_clips * self.num_crops
 
 
-def read_clips(path, clip: ClipConfig, starts: list[float], short_side: int, decoder: str = "auto",
+def read_clips(path, clip: ClipConfig, starts: list[float], short_side: int, decoder: str | FrameCache = "auto",
                seconds: tuple[float, float] | None = None) -> tuple[torch.Tensor, int, float]:
     """uint8 (clips, C, T, H, W) of one video at the given start fractions, short side resized,
     from one decode; `seconds` = (start, end) keeps the clips inside that part of the video.
@@ -62,7 +62,7 @@ def read_clips(path, clip: ClipConfig, starts: list[float], short_side: int, dec
     return clips, num_frames, fps
 
 
-def _decode_clips(path, pick, decoder: str, seconds, resize) -> tuple[torch.Tensor, int, float]:
+def _decode_clips(path, pick, decoder: str | FrameCache, seconds, resize) -> tuple[torch.Tensor, int, float]:
     """(frames (N, H, W, C) that pick(num_frames, fps) chooses, resized as they arrive, frame count,
     frame rate); with `seconds`, pick sees only that part of the video and its indices count from its start."""
     found = {}
@@ -75,10 +75,11 @@ def _decode_clips(path, pick, decoder: str, seconds, resize) -> tuple[torch.Tens
             end = max(first + 1, min(num_frames, math.ceil(seconds[1] * fps)))
         return [first + i for i in pick(end - first, fps)]
 
-    return decode(path, pick_in_window, decoder, resize), found["num_frames"], found["fps"]
+    return read_frames(path, pick_in_window, decoder, resize), found["num_frames"], found["fps"]
 
 
-def test_views(path, clip: ClipConfig, decoder: str = "auto", seconds=None) -> tuple[torch.Tensor, int, float]:
+def test_views(path, clip: ClipConfig, decoder: str | FrameCache = "auto",
+               seconds=None) -> tuple[torch.Tensor, int, float]:
     """The reference's test views of one video (or of `seconds` of it): clip.num_clips clips x
     clip.num_crops crops, uint8 (views, C, T, test_crop, test_crop), clip-major, decoded once;
     with the video's frame count and frame rate. Clip frames, resize and crops are PySlowFast's
@@ -110,7 +111,8 @@ class VideoDataset(torch.utils.data.Dataset):
     sampler hands it to.
     """
 
-    def __init__(self, videos: VideoList, clip: ClipConfig, train: bool, decoder: str = "auto", seed: int = 0):
+    def __init__(self, videos: VideoList, clip: ClipConfig, train: bool, decoder: str | FrameCache = "auto",
+                 seed: int = 0):
         self.videos, self.clip, self.train, self.decoder, self.seed = videos, clip, train, decoder, seed
         self.epoch = 0
         self.bad = torch.zeros(len(videos.paths), dtype=torch.bool).share_memory_()

@@ -50,6 +50,12 @@ def resized(frames: np.ndarray, resize) -> torch.Tensor:
     return frames if resize is None else resize(frames.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
+def in_order(frames: torch.Tensor, wanted: list[int], indices: list[int]) -> torch.Tensor:
+    """The frames of `indices` (repeats included) from `frames`, which holds each of `wanted` once."""
+    position = {frame: i for i, frame in enumerate(wanted)}
+    return frames[[position[i] for i in indices]]
+
+
 def _decode_decord(path: Path, pick_indices, resize):
     with _native_stderr_silenced():
         reader = decord.VideoReader(str(path), num_threads=1)
@@ -168,8 +174,7 @@ def decode(path, pick_indices, decoder: str = "auto", resize=None) -> torch.Tens
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             reasons.append(f"{name}: {message}")
             continue
-        position = {frame: i for i, frame in enumerate(wanted)}
-        return frames[[position[i] for i in indices]]
+        return in_order(frames, wanted, indices)
     raise VideoError("; ".join(reasons))
 
 

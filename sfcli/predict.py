@@ -82,11 +82,28 @@ def view_probabilities(model, views: torch.Tensor, clip: ClipConfig, device: tor
     """Softmax scores (N, classes), float32 on the CPU, of N uint8 views (N, C, T, H, W) cut as
     `clip` says, normalised as it says and run through the network `chunk` views at a time;
     `multi_label`: each class's sigmoid instead."""
-    chunk = chunk or view_chunk(device, len(views))
+    distinct, inverse = distinct_views(views)
+    chunk = chunk or view_chunk(device, len(distinct))
     model.head_multi_label = multi_label  # a windowed head averages sigmoids, not softmaxes
     out = []
-    for part in views.split(chunk):
+    for part in distinct.split(chunk):
         with autocast(device, amp):
             logits = model(normalize(part.to(device, non_blocking=True), clip.mean, clip.std))
         out.append((logits.float().sigmoid() if multi_label else logits.float().softmax(dim=1)).cpu())
-    return torch.cat(out)
+    return torch.cat(out)[inverse]
+
+
+def distinct_views(views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The views that differ (uint8, on the CPU), and for each view the index of its twin among
+    them. A video shorter than the clip span gives every temporal clip the same frames; such views
+    score the same, so each runs through the network once."""
+    if views.device.type != "cpu" or views.dtype != torch.uint8:
+        return views, torch.arange(len(views))
+    first: dict[bytes, int] = {}
+    keep, inverse = [], []
+    for i, view in enumerate(views):
+        j = first.setdefault(view.numpy().tobytes(), len(first))
+        if j == len(keep):
+            keep.append(i)
+        inverse.append(j)
+    return (views if len(keep) == len(views) else views[keep]), torch.tensor(inverse)

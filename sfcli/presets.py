@@ -54,7 +54,7 @@ PRESETS: dict[str, Preset] = {
     # The paper's 4x16 (alpha 8, beta 1/8) at depth 14 and a quarter of the width: trains in
     # minutes on 2 CPU cores at 64 px. It tests at its training size: on larger views it loses
     # most of its motion classes.
-    "slowfast_tiny": Preset(ModelConfig(depth=14, width=16, zero_init_residual=False), crop=64, test_crop=64),
+    "slowfast_tiny": Preset(ModelConfig(depth=14, width=16, zero_init_residual=False), crop=48, test_crop=48),
 }
 
 

@@ -17,7 +17,7 @@ WARMUP_START = 0.1
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 15
+    epochs: int = 8
     batch_size: int = 16  # total over all processes
     lr: float | None = None  # None: 0.1 per 64 clips of total batch
     warmup_epochs: float = 1.0
@@ -30,6 +30,7 @@ class TrainConfig:
     workers: int = 2
     device: str = "auto"
     decoder: str = "auto"
+    frame_cache_mb: int = 2048  # decode a dataset once and keep its frames when they fit in this; 0: off
     checkpoint_every: int = 0  # steps; 0: only at the end of each epoch
     log_every: int = 0  # steps between loss/lr records in metrics.jsonl; 0: epochs only
     tensorboard: bool = False  # TensorBoard event files in the run folder too
@@ -40,7 +41,8 @@ class TrainConfig:
         return self.lr if self.lr is not None else 0.1 * self.batch_size / 64
 
 
-RESUMABLE = ("workers", "device", "decoder", "checkpoint_every", "log_every", "tensorboard", "val_views")
+RESUMABLE = ("workers", "device", "decoder", "frame_cache_mb", "checkpoint_every", "log_every", "tensorboard",
+             "val_views")
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:

@@ -194,7 +194,7 @@ def youtube_id(seed: int, label: str, split: str, index: int) -> str:
     return base64.urlsafe_b64encode(digest[:8]).decode()[:11]
 
 
-def write_dataset(out, classes=None, train_per_class: int = 100, val_per_class: int = 20, size=(96, 96),
+def write_dataset(out, classes=None, train_per_class: int = 100, val_per_class: int = 20, size=(64, 64),
                   frames: int = 64, fps: int = 30, seed: int = 0, progress=None, multi_label: bool = False) -> dict:
     """Write out/{train,val}/<label>/<id>_<start>_<end>.mp4, Kinetics-format train.csv and
     val.csv, and classes.txt; return a summary. progress(done, total) is called per video.

@@ -26,6 +26,7 @@ from sfcli.errors import Interrupted, TrainingError
 from sfcli.evaluation import BadVideo, EvalResult, evaluate, ignore_interrupts
 from sfcli.files import save_checkpoint, write_atomic
 from sfcli.finetune import FineTuning
+from sfcli.framecache import FrameCache, cached_decoder, run_videos
 from sfcli.model import SlowFast
 from sfcli.model_config import ModelConfig
 from sfcli.precise_bn import update_bn_stats
@@ -119,6 +120,12 @@ class Training:
         return None if weight is None else weight.to(self.device)
 
     @property
+    def workers(self) -> int:
+        """Loader processes: none when the frames are in memory, where reading them costs less than
+        what worker processes take from the step's cores."""
+        return 0 if isinstance(self.dataset.decoder, FrameCache) else self.cfg.workers
+
+    @property
     def checkpoint_path(self) -> Path:
         return self.run / RUN_CHECKPOINT
 
@@ -199,7 +206,7 @@ def train_epoch(t: Training, stop: StopSignals, reporter: Reporter) -> EpochReco
                                                                                   state.epoch)
     batches = rank_batches(order, cfg.batch_size, rank,
                            world_size)[state.step:]
-    loader = torch.utils.data.DataLoader(t.dataset, batch_sampler=batches, num_workers=cfg.workers,
+    loader = torch.utils.data.DataLoader(t.dataset, batch_sampler=batches, num_workers=t.workers,
                                          collate_fn=collate, worker_init_fn=ignore_interrupts,
                                          pin_memory=t.device.type == "cuda")
     t.net.train()
@@ -232,9 +239,11 @@ def train_epoch(t: Training, stop: StopSignals, reporter: Reporter) -> EpochReco
 
 def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: ClipConfig, train_cfg: TrainConfig,
           val_videos: VideoList | None = None, arch: str = "custom", reporter: Reporter | None = None,
-          finetune: FineTuning | None = None, balance: ClassBalance | None = None) -> TrainResult:
+          finetune: FineTuning | None = None, balance: ClassBalance | None = None,
+          frames: str | FrameCache | None = None) -> TrainResult:
     """Train (or resume, or just report a finished run) in the run folder `run`; `finetune`
-    starts from given weights and freezes parts of the network."""
+    starts from given weights and freezes parts of the network; `frames`, the decoder to read the
+    videos with (default: a FrameCache where train_cfg.frame_cache_mb allows, else its decoder)."""
     run = Path(run)
     world_size = world()[1]
     device = pick_device(train_cfg.device)
@@ -276,6 +285,10 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
         reporter.print(f"resuming {run} at epoch {state.epoch + 1} step {state.step}")
 
     with StopSignals() as stop, reporter:
+        if frames is not None:
+            dataset.decoder = frames
+        elif state.epoch < train_cfg.epochs:
+            dataset.decoder = cached_decoder(run_videos(train_videos, val_videos), train_cfg, reporter)
         while state.epoch < train_cfg.epochs:
             record = train_epoch(t, stop, reporter)
             if train_cfg.precise_bn:
@@ -283,7 +296,7 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
             if val_videos is not None:
                 val_clip = dataclasses.replace(clip, num_clips=train_cfg.val_views[0], num_crops=train_cfg.val_views[1])
                 val = evaluate(model, val_videos, val_clip, device, max(1, train_cfg.batch_size // world_size),
-                               train_cfg.workers, train_cfg.amp, train_cfg.decoder, reporter, "validating")
+                               t.workers, train_cfg.amp, dataset.decoder, reporter, "validating")
                 record = dataclasses.replace(record, val_top1=val.top1, val_top5=val.top5, val_excluded=val.excluded,
                                              val_map=val.map)
             t.finish_epoch(record)
@@ -309,7 +322,7 @@ def precise_bn(t: Training) -> None:
     rank, world_size = world()
     batches = rank_batches(epoch_order(len(t.dataset), t.cfg.seed + 1, t.state.epoch), t.cfg.batch_size, rank,
                            world_size)[: t.cfg.precise_bn]
-    loader = torch.utils.data.DataLoader(t.dataset, batch_sampler=batches, num_workers=t.cfg.workers,
+    loader = torch.utils.data.DataLoader(t.dataset, batch_sampler=batches, num_workers=t.workers,
                                          collate_fn=collate, worker_init_fn=ignore_interrupts)
     update_bn_stats(t.model, (normalize(b["clip"].to(t.device), t.clip.mean, t.clip.std) for b in loader))
 
@@ -324,7 +337,7 @@ def _final_test(t: Training, val_videos: VideoList, reporter: Reporter) -> EvalR
     t.model.head_window = reference_head_window(t.model.cfg, t.clip)  # scored as `sfcli eval` scores it
     try:
         result = evaluate(t.model, val_videos, t.clip, t.device, max(1, cfg.batch_size // world()[1] // 4),
-                          cfg.workers, cfg.amp, cfg.decoder, reporter, "testing")
+                          t.workers, cfg.amp, t.dataset.decoder, reporter, "testing")
     finally:
         t.model.head_window = None
     if is_main_process():

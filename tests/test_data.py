@@ -10,6 +10,7 @@ from conftest import frame_number, write_truncated, write_video
 from sfcli.data import ClipConfig, VideoDataset, collate
 from sfcli.decode import decode
 from sfcli.errors import DataError
+from sfcli.framecache import FrameCache
 from sfcli.presets import create_model
 from sfcli.transforms import clip_indices, normalize, three_crops
 from sfcli.videolist import read_video_list
@@ -242,3 +243,24 @@ def test_synth_cli_bad_size_is_one_line_error(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith("sfcli: error:")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_frame_cache_gives_the_decoders_clips_and_reasons(dataset_with_bad_files, decoder):
+    root, bad = dataset_with_bad_files
+    videos = read_video_list(root)
+    cache = FrameCache.build(videos.paths, decoder, budget_mb=64, workers=1)
+    assert set(cache.entries) == set(videos.paths) and cache.nbytes == 4 * 48 * 64 * 80 * 3
+    for train in (True, False):
+        plain = VideoDataset(videos, SMALL, train=train, decoder=decoder)
+        cached = VideoDataset(videos, SMALL, train=train, decoder=cache)
+        for epoch in range(2):
+            plain.set_epoch(epoch), cached.set_epoch(epoch)
+            for i in range(len(videos.paths)):
+                a, b = plain[i], cached[i]
+                assert a["index"] == b["index"] and a.get("failures") == b.get("failures")
+                assert a.get("error") == b.get("error") and (a["clip"] is None) == (b["clip"] is None)
+                if a["clip"] is not None:
+                    assert torch.equal(a["clip"], b["clip"])
+    assert {p for p, e in cache.entries.items() if isinstance(e, str)} == bad
+    assert FrameCache.build(videos.paths, decoder, budget_mb=0, workers=0) is None  # over the budget: not kept

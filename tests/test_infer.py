@@ -14,7 +14,7 @@ from sfcli.data import ClipConfig
 from sfcli.files import load_checkpoint, save_checkpoint
 from sfcli.infer import infer_video
 from sfcli.layouts import translate
-from sfcli.predict import load_predictor
+from sfcli.predict import load_predictor, view_probabilities
 from sfcli.presets import Preset, create_model
 from sfcli.videolist import read_video_list
 
@@ -202,3 +202,19 @@ def test_infer_names_the_right_class_of_held_out_videos_after_training(tmp_path)
     assert result.returncode == 0, result.stderr
     right = [Path(r["video"]).parent.name == r["predictions"][0]["label"] for r in out]
     assert len(right) == 10 and sum(right) >= 8
+
+
+def test_identical_views_run_once_and_score_as_each_would():
+    """A video shorter than the clip span: its temporal clips are the same frames."""
+    torch.manual_seed(0)
+    model = create_model("slowfast_tiny", num_classes=5).eval()
+    clip = Preset(model.cfg, crop=48, test_crop=48).clip_config()
+    distinct = torch.randint(0, 256, (3, 3, clip.frames, 48, 48), dtype=torch.uint8)
+    views = distinct[[0, 1, 0, 2, 1, 0]]
+    batches = []
+    model.register_forward_hook(lambda m, args, out: batches.append(len(args[0])))
+    probs = view_probabilities(model, views, clip, torch.device("cpu"))
+    assert batches == [3]  # each distinct view through the network once
+    one_by_one = torch.cat([view_probabilities(model, v[None], clip, torch.device("cpu")) for v in views])
+    assert torch.allclose(probs, one_by_one, atol=1e-6) and probs.shape == (6, 5)
+    assert torch.equal(probs[0], probs[2]) and torch.equal(probs[0], probs[5]) and not torch.equal(probs[0], probs[1])

@@ -57,7 +57,7 @@ def parse_size(value: str) -> tuple[int, int]:
 @click.option("--classes", help="Comma-separated built-in class names, or a number N for the first N (default all).")
 @click.option("--train-per-class", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--val-per-class", type=click.IntRange(1), default=20, show_default=True)
-@click.option("--size", default="96", show_default=True, help="Frame size, HEIGHT or HEIGHTxWIDTH (even).")
+@click.option("--size", default="64", show_default=True, help="Frame size, HEIGHT or HEIGHTxWIDTH (even).")
 @click.option("--frames", type=click.IntRange(2), default=64, show_default=True, help="Frames per video.")
 @click.option("--fps", type=click.IntRange(1), default=30, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
