@@ -38,13 +38,11 @@ def all_max(value: float, device: torch.device) -> float:
     return float(t.item())
 
 
-def all_sum(values: list[float], device: torch.device) -> list[float]:
-    """Element-wise sums of every process's values."""
-    if world()[1] == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    """Element-wise sums of every process's tensor, in place."""
+    if world()[1] > 1:
+        dist.all_reduce(t)
+    return t
 
 
 def gather(obj) -> list:

@@ -56,11 +56,15 @@ class RunLog:
     def global_step(self, state: RunState) -> int:
         return state.epoch * self.steps_per_epoch + state.step
 
+    def due(self, state: RunState) -> bool:
+        """Whether this step gets a record (on every process: the sums are reduced for it)."""
+        return bool(self.every) and state.step % self.every == 0
+
     def step(self, state: RunState, lr: float) -> None:
         """After each step: a record every `every` steps, of the loss over the steps since the last."""
         if state.epoch != self.epoch:  # a new epoch's sums start from zero
             self.epoch, self.loss_sum, self.clips = state.epoch, 0.0, 0.0
-        if not self.every or state.step % self.every or not is_main_process():
+        if not self.due(state) or not is_main_process():
             return
         loss = (state.loss_sum - self.loss_sum) / max(state.clips - self.clips, 1.0)
         self.loss_sum, self.clips = state.loss_sum, state.clips

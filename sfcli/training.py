@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import signal
 import time
 from dataclasses import dataclass
@@ -21,8 +20,8 @@ from sfcli.console import Reporter
 from sfcli.cost import count_params
 from sfcli.data import ClipConfig, VideoDataset, collate
 from sfcli.devices import amp_dtype, autocast, pick_device
-from sfcli.distributed import all_max, all_sum, gather, is_main_process, world
-from sfcli.errors import Interrupted, TrainingError
+from sfcli.distributed import all_max, gather, is_main_process, world
+from sfcli.errors import Interrupted
 from sfcli.evaluation import BadVideo, EvalResult, evaluate, ignore_interrupts
 from sfcli.files import save_checkpoint, write_atomic
 from sfcli.finetune import FineTuning
@@ -45,6 +44,7 @@ from sfcli.runs import (
     save_run,
     weights_checksum,
 )
+from sfcli.stepsums import StepSums
 from sfcli.transforms import normalize
 from sfcli.videolist import VideoList
 
@@ -158,9 +158,9 @@ class Training:
             self.log.epoch_done(record)
 
 
-def train_step(t: Training, batch: dict, lr: float) -> None:
-    """One optimizer step on this process's share of a batch; the loss and accuracy summed over
-    every process go into the run's state."""
+def train_step(t: Training, batch: dict, lr: float, sums: StepSums) -> None:
+    """One optimizer step on this process's share of a batch; its loss and accuracy stay on the
+    device, in `sums`, until the next reduction."""
     state = t.state
     for group in t.optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)  # FineTuning's classifier groups
@@ -172,28 +172,14 @@ def train_step(t: Training, batch: dict, lr: float) -> None:
         # Multi-label data (y: 0/1 per class): a sigmoid and binary cross-entropy per class.
         loss = (F.binary_cross_entropy_with_logits(logits.float(), y.float()) if y.ndim == 2
                 else F.cross_entropy(logits.float(), y, weight=t.loss_weight))
-    loss_value = float(loss.detach())
     top = logits.argmax(1, keepdim=True)
     hits = y.gather(1, top) if y.ndim == 2 else top[:, 0] == y  # the top class is (one of) the video's
-    loss_sum, correct, count, bad = all_sum([loss_value * len(y), float(hits.sum()), len(y),
-                                             0.0 if math.isfinite(loss_value) else 1.0], t.device)
-    if bad:
-        raise TrainingError(
-            f"the loss became {'nan' if math.isnan(loss_value) else 'infinite'} at epoch {state.epoch + 1} step "
-            f"{state.step + 1}; the run stopped, "
-            + (f"and its last good checkpoint is kept in {t.checkpoint_path} " if t.checkpoint_path.exists()
-               else "before its first checkpoint ")
-            + "(try a lower --lr)")
+    sums.add(state.step, loss, hits, len(y), batch["failures"])
     t.optimizer.zero_grad(set_to_none=True)
     t.scaler.scale(loss).backward()
     t.scaler.step(t.optimizer)
     t.scaler.update()
-    for index, reason in (f for part in gather(batch["failures"]) for f in part):
-        state.bad_videos.setdefault(str(t.dataset.videos.paths[index]), reason)
     state.step += 1
-    state.loss_sum += loss_sum
-    state.correct += correct
-    state.clips += count
 
 
 def train_epoch(t: Training, stop: StopSignals, reporter: Reporter) -> EpochRecord:
@@ -213,23 +199,31 @@ def train_epoch(t: Training, stop: StopSignals, reporter: Reporter) -> EpochReco
     if t.finetune:
         t.finetune.train_modes(t.model)
     task = reporter.task(f"epoch {state.epoch + 1}/{cfg.epochs}", t.steps_per_epoch)
-    began, clips_before, seconds_before = time.perf_counter(), state.clips, state.seconds
+    began, steps_before, seconds_before = time.perf_counter(), state.step, state.seconds
+    sums, signum = StepSums(t.device), 0
     for batch in loader:
         lr = t.learning_rate()
-        train_step(t, batch, lr)
+        train_step(t, batch, lr, sums)
+        end = state.step == t.steps_per_epoch
+        save = not end and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
+        # Reduced wherever the state is read; a single process sees its own stop signal at once.
+        if end or save or sums.full or t.log.due(state) or (world_size == 1 and stop.signum):
+            signum = sums.reduce(state, stop.signum, t.checkpoint_path)
         t.log.step(state, lr)
         elapsed = seconds_before + time.perf_counter() - began
-        reporter.update(task, state.step, (state.clips - clips_before) / max(time.perf_counter() - began, 1e-9),
-                        f"loss {state.loss_sum / state.clips:.3f} lr {lr:.4f}")
-        if state.step == t.steps_per_epoch:
+        reporter.update(task, state.step,
+                        (state.step - steps_before) * cfg.batch_size / max(time.perf_counter() - began, 1e-9),
+                        f"loss {state.loss_sum / state.clips:.3f} lr {lr:.4f}" if state.clips else "")
+        if end:
             break
-        signum = int(all_max(stop.signum, t.device))
-        if signum or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
+        if signum or save:
             state.seconds = elapsed
+            sums.gather_failures(state, t.dataset.videos.paths)
             t.save()
         if signum:
             raise Interrupted(f"interrupted at epoch {state.epoch + 1} step {state.step}; a checkpoint was "
                               f"written to {t.checkpoint_path}: run the same command to resume", signum)
+    sums.gather_failures(state, t.dataset.videos.paths)
     seconds = seconds_before + time.perf_counter() - began
     reporter.done(task)
     return EpochRecord(epoch=state.epoch + 1, loss=round(state.loss_sum / state.clips, 5), lr=lr,
