@@ -3,6 +3,7 @@
 Each study trains and tests its variants through the one train/eval loop, each in its own run
 folder, so a sweep resumes where it stopped and a finished variant is never trained again.
 Without data of its own, a study runs on the built-in synthetic dataset with the small preset.
+From given weights (`--init`), every variant starts with the tensors of them that fit its network.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from sfcli.console import Reporter
 from sfcli.cost import count_gflops
 from sfcli.distributed import is_main_process
 from sfcli.errors import AblationError
+from sfcli.finetune import SharedInit
 from sfcli.framecache import cached_decoder, run_videos
-from sfcli.model_config import parse_fraction
+from sfcli.model_config import ModelConfig, parse_fraction
 from sfcli.presets import build_config, clip_config
 from sfcli.recipe import TrainConfig
 from sfcli.runs import TEST_FILE
@@ -95,17 +97,21 @@ def parse_betas(text: str) -> list[Fraction]:
         raise AblationError(f"--betas takes comma-separated fractions such as 1/4,1/8, got {text!r}") from None
 
 
-def default_betas(arch: str, overrides: dict) -> tuple[list[Fraction], list[Fraction]]:
-    """The paper's betas that leave the Fast pathway at least one channel at this width, and
+def default_betas(base: ModelConfig) -> tuple[list[Fraction], list[Fraction]]:
+    """The paper's betas that leave the Fast pathway of network `base` at least one channel, and
     those left out."""
     kept, dropped = [], []
     for b in map(Fraction, PAPER_BETAS):
         try:
-            build_config(arch, **{**overrides, "beta": b})
+            variant_config(base, {"beta": b})
             kept.append(b)
         except Exception:
             dropped.append(b)
     return kept, dropped
+
+
+def variant_config(base: ModelConfig, overrides: dict) -> ModelConfig:
+    return ModelConfig.from_dict({**base.to_dict(), **overrides})
 
 
 def cache_folder() -> Path:
@@ -132,10 +138,13 @@ def builtin_dataset(progress=None) -> Path:
 
 def run_study(study: str, out: Path, train_videos: VideoList, val_videos: VideoList, arch: str,
               train_cfg: TrainConfig, crop: int | None, views: tuple[int, int], model_overrides: dict, betas=None,
-              reporter: Reporter | None = None) -> dict:
+              reporter: Reporter | None = None, init: SharedInit | None = None) -> dict:
     """Train and test every variant of `study` in out/<variant>, then write results.json,
-    results.csv and the top-1 vs GFLOPs plot in `out`. Returns {"study", "rows", "files"}."""
+    results.csv and the top-1 vs GFLOPs plot in `out`. Returns {"study", "rows", "files"}.
+    The variants change the network of preset `arch`, or with `init` that of its weights (which
+    they start from), with `model_overrides` applied first."""
     out = Path(out)
+    base = variant_config(init.config if init else build_config(arch), model_overrides)
     rows = []
     todo = variants(study, betas)
     reporter = reporter or Reporter()
@@ -144,11 +153,11 @@ def run_study(study: str, out: Path, train_videos: VideoList, val_videos: VideoL
         with reporter:
             frames = cached_decoder(run_videos(train_videos, val_videos), train_cfg, reporter)
     for n, variant in enumerate(todo, 1):
-        cfg = build_config(arch, **{**model_overrides, **variant.overrides, "num_classes": len(train_videos.classes)})
+        cfg = variant_config(base, {**variant.overrides, "num_classes": len(train_videos.classes)})
         clip = clip_config(cfg, arch, crop, views)
         reporter.print(f"[{n}/{len(todo)}] {variant.label}")
         summary = train(out / variant.key, train_videos, cfg, clip, train_cfg, val_videos, arch, reporter,
-                        frames=frames)
+                        finetune=init.for_run(out / variant.key, cfg) if init else None, frames=frames)
         paper = PAPER.get((study, variant.key), (None, None, None))
         rows.append({
             "variant": variant.label, "key": variant.key, "map": summary.test.map, "top1": summary.test.top1,
@@ -157,7 +166,8 @@ def run_study(study: str, out: Path, train_videos: VideoList, val_videos: VideoL
             "excluded": summary.test.excluded, "paper_top1": paper[0], "paper_top5": paper[1],
             "paper_gflops": paper[2], "run": str(out / variant.key), "config": cfg.to_dict(),
         })
-    result = {"study": study, "arch": arch, "crop": clip.crop, "test_crop": clip.test_crop,
+    source = {"path": init.source.path, "sha256": init.source.sha256} if init else None
+    result = {"study": study, "arch": arch, "init": source, "crop": clip.crop, "test_crop": clip.test_crop,
               "views": "{}x{}".format(*views), "epochs": train_cfg.epochs,
               "data": str(train_videos.source), "val_data": str(val_videos.source), "rows": rows}
     if is_main_process():

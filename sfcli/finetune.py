@@ -1,9 +1,11 @@
 """Fine-tuning: a run that starts from weights users have (`--init`) instead of from scratch, and
 the controls over what it trains (frozen stages, frozen batch norm, the classifier's own rate).
 
-The network is the weights' own; only the classifier is new when the data's classes do not fit
-it. The run folder records where the weights came from (path, size, time, sha256): the same
-command resumes from the run's checkpoint without reading them, and refuses if they changed."""
+`sfcli train`'s network is the weights' own; only the classifier is new when the data's classes
+do not fit it. An ablation's variants change the network, so each loads the tensors whose name
+and shape fit it and keeps its own initialisation for the rest (`SharedInit`). The run folder
+records where the weights came from (path, size, time, sha256): the same command resumes from
+the run's checkpoint without reading them, and refuses if they changed."""
 
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ class InitSource:
     mtime_ns: int
     format: str  # the layout they were read in
     arch: str
-    head: str  # "kept", or "replaced: N -> M classes"
+    head: str  # "kept", "replaced: N -> M classes", or (SharedInit) "re-initialised"
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -66,6 +68,7 @@ class FineTuning:
     freeze: str | None = None  # the last stage frozen, one of STAGES
     freeze_bn: bool = False
     head_lr_mult: float = 1.0
+    fitted: str | None = None  # SharedInit: what `weights` (those that fit) leave fresh; None: all must load
 
     def to_json(self) -> dict:
         return {"init": self.source.to_json() if self.source else None, "freeze": self.freeze,
@@ -78,7 +81,9 @@ class FineTuning:
             out.append(f"fine-tuning from {self.source.path} ({self.source.format} weights of {self.arch}, "
                        f"sha256 {self.source.sha256[:12]}): base lr {cfg.base_lr:g}, "
                        f"warm-up {cfg.warmup_epochs:g} epochs")
-            if self.source.head != "kept":
+            if self.fitted is not None:
+                out.append(self.fitted)
+            elif self.source.head != "kept":
                 out.append(f"classifier {HEAD} {self.source.head} (a fresh one for the data's classes)")
         if self.freeze or self.freeze_bn or self.head_lr_mult != 1:
             frozen = f"frozen up to {self.freeze}" if self.freeze else "nothing frozen"
@@ -87,11 +92,15 @@ class FineTuning:
         return out
 
     def prepare(self, model: SlowFast) -> None:
-        """Load the starting weights (the fresh classifier kept where it is replaced) and freeze."""
+        """Load the starting weights (the fresh tensors kept where the weights have none that fit:
+        the replaced classifier, or whatever an ablation's variant changed) and freeze."""
         if self.weights is not None:
-            fresh = {k: v for k, v in model.state_dict().items() if k.startswith(HEAD + ".")}
-            load_weights(model, {**self.weights, **fresh} if self.source.head != "kept" else self.weights,
-                         source=self.source.path)
+            weights = self.weights
+            if self.fitted is not None:
+                weights = {**model.state_dict(), **weights}
+            elif self.source.head != "kept":
+                weights = {**weights, **{k: v for k, v in model.state_dict().items() if k.startswith(HEAD + ".")}}
+            load_weights(model, weights, source=self.source.path)
         for name, p in model.named_parameters():
             if self._frozen(name) or (self.freeze_bn and _is_bn_param(model, name)):
                 p.requires_grad_(False)
@@ -122,15 +131,29 @@ class FineTuning:
         lateral after them count as the stem, lateral l as res(l+1), the classifier never."""
         if self.freeze is None:
             return False
-        last = STAGES.index(self.freeze)
-        parts = name.split(".")
-        if parts[0] in ("slow", "fast") and len(parts) > 2:
-            stage = 0 if parts[1] == "stem" else int(parts[2]) + 1
-        elif parts[0] == "laterals":
-            stage = int(parts[1])
-        else:
-            return False
-        return stage <= last
+        stage = _stage(name)
+        return stage is not None and stage <= STAGES.index(self.freeze)
+
+
+def _stage(name: str) -> int | None:
+    """The index in STAGES of parameter or module `name`: the stems and the lateral after them
+    count as the stem, lateral l as res(l+1); None for the classifier."""
+    parts = name.split(".")
+    if parts[0] in ("slow", "fast") and len(parts) > 2:
+        return 0 if parts[1] == "stem" else int(parts[2]) + 1
+    if parts[0] == "laterals":
+        return int(parts[1])
+    return None
+
+
+def _group(name: str) -> str:
+    """The part of the network a tensor belongs to, as a fit's line names it: "slow res3",
+    "lateral after res2", "fc"."""
+    stage = _stage(name)
+    if stage is None:
+        return name.split(".")[0]
+    where = name.split(".")[0]
+    return f"lateral after {STAGES[stage]}" if where == "laterals" else f"{where} {STAGES[stage]}"
 
 
 def _is_bn_param(model: SlowFast, name: str) -> bool:
@@ -162,10 +185,68 @@ def prepare_init(path, run, num_classes: int, arch: str | None = None, explicit:
     if HEAD + ".weight" not in weights or weights[HEAD + ".weight"].shape[0] != num_classes:
         weights = {k: v for k, v in weights.items() if not k.startswith(HEAD + ".")}
         head = f"replaced: {info.config.num_classes} -> {num_classes} classes"
+    return FineTuning(info.arch, config, _source(path, info, head), weights, **controls)
+
+
+@dataclass(frozen=True)
+class SharedInit:
+    """Weights that runs of different networks start from (an ablation's variants): read once;
+    each run loads the tensors whose name and shape fit its network, and keeps its own
+    initialisation for the rest."""
+
+    arch: str
+    config: ModelConfig  # the weights' network, with the data's classes
+    source: InitSource
+    weights: dict
+
+    def for_run(self, run, config: ModelConfig) -> FineTuning:
+        """The start of run folder `run`, a network of `config`: from its checkpoint where it
+        started from this file (refused if the file changed since), else from the tensors that fit."""
+        recorded = _recorded(Path(run), self.source.path)
+        if recorded is not None:
+            if recorded[0].sha256 != self.source.sha256:
+                raise _changed(recorded[0])
+            return FineTuning(self.arch, config, recorded[0], None)
+        weights, line = fit_by_shape(self.weights, config, self.source.path)
+        fits = all(k in weights for k in (HEAD + ".weight", HEAD + ".bias"))
+        source = dataclasses.replace(self.source, head="kept" if fits else "re-initialised")
+        return FineTuning(self.arch, config, source, weights, fitted=line)
+
+
+def read_shared_init(path, num_classes: int, arch: str | None = None) -> SharedInit:
+    """The weights at `path` (their network: `arch`, else the one they show) as a SharedInit."""
+    weights, info = read_checkpoint(path, arch)
+    config = ModelConfig.from_dict({**info.config.to_dict(), "num_classes": num_classes})
+    return SharedInit(info.arch, config, _source(str(path), info, "kept"), weights)
+
+
+def fit_by_shape(weights: dict, config: ModelConfig, source: str) -> tuple[dict, str]:
+    """The tensors of `weights` that a network of `config` has under the same name and shape,
+    and the line that says how many of its tensors those are and which parts keep their fresh
+    initialisation (batch norm's step counters are not counted)."""
+    with torch.device("meta"):  # shapes only: nothing allocated
+        own = SlowFast(config).state_dict()
+    fits = {k: v for k, v in weights.items()
+            if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
+    groups = {}  # part: [tensors, loaded]
+    for k in own:
+        if not k.endswith("num_batches_tracked"):
+            counts = groups.setdefault(_group(k), [0, 0])
+            counts[0] += 1
+            counts[1] += k in fits
+    loaded, total = sum(c[1] for c in groups.values()), sum(c[0] for c in groups.values())
+    if not loaded:
+        raise TrainingError(f"no tensor of {source} has the name and shape of one of this network's "
+                            f"({total} tensors); is it the network you meant to start from?")
+    fresh = [group if done == 0 else f"{group} ({n - done} of {n})" for group, (n, done) in groups.items() if done < n]
+    return fits, (f"{loaded} of {total} tensors loaded where name and shape fit; re-initialised: "
+                  f"{', '.join(fresh) or 'none'}")
+
+
+def _source(path: str, info, head: str) -> InitSource:
     file = resolve_checkpoint(path)
     stat = file.stat()
-    source = InitSource(path, sha256_of(file), stat.st_size, stat.st_mtime_ns, info.format, info.arch, head)
-    return FineTuning(info.arch, config, source, weights, **controls)
+    return InitSource(path, sha256_of(file), stat.st_size, stat.st_mtime_ns, info.format, info.arch, head)
 
 
 def _check_options(config: ModelConfig, explicit: dict, path: str) -> None:
@@ -201,5 +282,9 @@ def _check_unchanged(source: InitSource) -> None:
     if (stat.st_size, stat.st_mtime_ns) == (source.bytes, source.mtime_ns):
         return
     if sha256_of(file) != source.sha256:
-        raise TrainingError(f"{source.path} changed since this run started from it (sha256 was "
-                            f"{source.sha256[:12]}); restore it, or pass a new --out to fine-tune from the new file")
+        raise _changed(source)
+
+
+def _changed(source: InitSource) -> TrainingError:
+    return TrainingError(f"{source.path} changed since this run started from it (sha256 was "
+                         f"{source.sha256[:12]}); restore it, or pass a new --out to fine-tune from the new file")

@@ -5,10 +5,15 @@ import json
 from fractions import Fraction
 
 import pytest
+import torch
 from conftest import one_line_error, sfcli
 
 from sfcli import ablate
-from sfcli.presets import build_config
+from sfcli.checkpoint import save_model
+from sfcli.errors import TrainingError
+from sfcli.finetune import read_shared_init
+from sfcli.model import SlowFast
+from sfcli.presets import build_config, create_model
 
 SMALL = ["--arch", "slowfast_tiny", "--crop", "32", "--batch-size", "4", "--workers", "0", "--views", "1x1",
          "--epochs", "1"]
@@ -59,10 +64,10 @@ def test_a_second_run_trains_nothing_and_prints_the_same_table(synth, tmp_path):
 
 
 def test_default_betas_keep_only_those_that_leave_the_fast_pathway_channels():
-    kept, dropped = ablate.default_betas("slowfast_tiny", {})  # width 16
+    kept, dropped = ablate.default_betas(build_config("slowfast_tiny"))  # width 16
     assert kept == [Fraction(1, 4), Fraction(1, 6), Fraction(1, 8), Fraction(1, 12), Fraction(1, 16)]
     assert dropped == [Fraction(1, 32)]
-    assert ablate.default_betas("slowfast_4x16_r50", {})[1] == []
+    assert ablate.default_betas(build_config("slowfast_4x16_r50"))[1] == []
     assert all(build_config("slowfast_tiny", beta=b).fast_width >= 1 for b in kept)
 
 
@@ -73,6 +78,74 @@ def test_bad_study_options_are_one_line_errors(synth, tmp_path):
     line = one_line_error(sfcli("ablate", "pathways", "--data", str(synth / "train.csv"), *SMALL,
                                 "--out", str(tmp_path)))
     assert "--val-data" in line
+
+
+# ----------------------------------------------------------------------------- --init
+
+
+def random_weights(path):
+    """A 7-class slowfast_tiny of width 8 whose every tensor is random, so that none equals a
+    fresh network's; saved as an sfcli file. Returns its state dict."""
+    model = create_model("slowfast_tiny", num_classes=7, width=8)
+    with torch.no_grad():
+        for v in model.state_dict().values():
+            if v.is_floating_point():
+                v.uniform_(0.5, 1.5)
+    save_model(model, path, [f"c{i}" for i in range(7)], "slowfast_tiny")
+    return model.state_dict()
+
+
+FITS = {  # what each pathways variant of the 4-class data loads from the 7-class SlowFast
+    "slow": "77 of 87 tensors loaded where name and shape fit; re-initialised: slow res2 (2 of 20), "
+            "slow res3 (2 of 20), slow res4 (2 of 20), slow res5 (2 of 20), fc",  # no lateral channels in
+    "fast": "85 of 87 tensors loaded where name and shape fit; re-initialised: fc",
+    "slowfast": "190 of 192 tensors loaded where name and shape fit; re-initialised: fc",
+}
+
+
+def test_init_loads_each_variant_the_tensors_that_fit_and_initialises_the_rest(tmp_path):
+    source = random_weights(tmp_path / "w.pt")
+    shared = read_shared_init(tmp_path / "w.pt", 4)
+    assert shared.arch == "slowfast_tiny" and shared.config.width == 8 and shared.config.num_classes == 4
+    variants = ablate.variants("pathways") + ablate.variants("beta", [Fraction(1, 4)])
+    for variant in variants:
+        cfg = ablate.variant_config(shared.config, {**variant.overrides, "num_classes": 4})
+        tuning = shared.for_run(tmp_path / variant.key, cfg)
+        torch.manual_seed(0)
+        fresh = {k: v.clone() for k, v in SlowFast(cfg).state_dict().items()}
+        torch.manual_seed(0)
+        model = SlowFast(cfg)
+        tuning.prepare(model)
+        for k, v in model.state_dict().items():
+            fits = k in source and source[k].shape == v.shape
+            assert torch.equal(v, source[k] if fits else fresh[k]), k
+            assert fits or "num_batches" in k or not torch.equal(v, source[k]), k
+        if variant.key in FITS:
+            assert tuning.fitted == FITS[variant.key]
+    assert tuning.fitted.startswith("77 of 192 tensors loaded") and "fast stem, fast res2," in tuning.fitted
+    assert tuning.source.head == "re-initialised"  # the classifier's shape follows the data and the network
+    with pytest.raises(TrainingError, match="no tensor of .* has the name and shape"):
+        shared.for_run(tmp_path / "wide", build_config("slowfast_tiny", width=32, num_classes=4))
+
+
+def test_ablate_init_starts_every_variant_from_the_weights_and_resumes(synth, tmp_path):
+    random_weights(tmp_path / "w.pt")
+    args = ["ablate", "pathways", "--data", str(synth), *SMALL, "--init", str(tmp_path / "w.pt"),
+            "--out", str(tmp_path / "out")]
+    first = sfcli(*args)
+    assert first.returncode == 0, first.stderr
+    assert [line for line in first.stderr.splitlines() if "tensors loaded" in line] == list(FITS.values())
+    unwrapped = " ".join(first.stderr.split())  # lines longer than the console's 160 columns wrap
+    assert unwrapped.count("base lr 0.000625, warm-up 0.2 epochs") == 3  # the --init defaults
+    assert "from " + str(tmp_path / "w.pt") in first.stdout
+    config = json.loads((tmp_path / "out" / "slow" / "config.json").read_text())
+    assert config["model"]["width"] == 8 and config["finetune"]["init"]["head"] == "re-initialised"
+    second = sfcli(*args)  # every variant done: the weights are read, not trained from
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout and "epoch 1:" not in second.stderr
+    random_weights(tmp_path / "w.pt")  # other random values
+    line = one_line_error(sfcli(*args))
+    assert "changed since this run started" in line
 
 
 def test_builtin_dataset_is_written_once(tmp_path, monkeypatch):

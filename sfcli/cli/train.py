@@ -28,7 +28,15 @@ from sfcli.cli.common import (
 from sfcli.console import Reporter
 from sfcli.devices import pick_device
 from sfcli.distributed import init_distributed, is_main_process
-from sfcli.finetune import FINETUNE_LR, FINETUNE_WARMUP_EPOCHS, STAGES, FineTuning, finetune_defaults, prepare_init
+from sfcli.finetune import (
+    FINETUNE_LR,
+    FINETUNE_WARMUP_EPOCHS,
+    STAGES,
+    FineTuning,
+    finetune_defaults,
+    prepare_init,
+    read_shared_init,
+)
 from sfcli.recipe import TrainConfig
 from sfcli.training import train as train_run
 from sfcli.videolist import read_video_list
@@ -173,25 +181,36 @@ def optional_data_options(fn):
 @model_options
 @training_options
 @click.option("--betas", help=f"β values of the beta study [default: {','.join(ablate.PAPER_BETAS)}].")
+@click.option("--init", type=click.Path(),
+              help="Start every variant from these weights (what train --init takes): the variants change "
+                   "their network, and each loads the tensors whose name and shape fit it; base lr "
+                   f"{FINETUNE_LR:g} x batch / 64 unless --lr is given.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder [default: runs/ablate-STUDY].")
-def ablate_command(study, data, val_data, prefix, labels, skip_missing, arch, crop, views, betas, out, as_json,
-                   **options):
+def ablate_command(study, data, val_data, prefix, labels, skip_missing, arch, crop, views, betas, init, out,
+                   as_json, **options):
     """Reproduce a study of the paper's Table 5: train and test each variant, one table."""
     builtin = data is None
     if builtin:
         if val_data is not None:
             raise UserError("--val-data needs --data")
-        arch = arch or ablate.BUILTIN_ARCH
+        arch = arch or (None if init else ablate.BUILTIN_ARCH)
         options["epochs"] = options["epochs"] or ablate.BUILTIN_EPOCHS
         err_console.print(f"no --data: the built-in synthetic dataset ({ablate.cache_folder()})")
         data = ablate.builtin_dataset()
-    arch = arch or DEFAULT_ARCH
     train_videos, val_videos = read_train_val(data, val_data, prefix, labels, skip_missing)
     if val_videos is None:
         raise UserError("an ablation tests every variant: give --val-data (or a folder with train.csv and val.csv)")
+    shared = None
+    if init:  # the weights' network, read once for every variant
+        shared = read_shared_init(init, len(train_videos.classes), arch)
+        arch = shared.arch
+        options["lr"], options["warmup_epochs"] = finetune_defaults(options["lr"], options["warmup_epochs"],
+                                                                    options["batch_size"])
+    arch = arch or DEFAULT_ARCH
     overrides = {k: v for k in list(options) if k in MODEL_FIELDS and (v := options.pop(k)) is not None}
     if study == "beta" and betas is None:
-        betas, dropped = ablate.default_betas(arch, overrides)
+        base = shared.config if shared else presets.build_config(arch)
+        betas, dropped = ablate.default_betas(ablate.variant_config(base, overrides))
         if dropped:
             err_console.print(f"β {', '.join(map(str, dropped))} would leave {arch}'s Fast pathway without "
                               f"channels: left out (a larger --width keeps them)")
@@ -201,15 +220,15 @@ def ablate_command(study, data, val_data, prefix, labels, skip_missing, arch, cr
     init_distributed(pick_device(cfg.device))
     views = parse_views(views) if views else ablate.BUILTIN_VIEWS if builtin else (10, 3)
     result = ablate.run_study(study, Path(out or f"runs/ablate-{study}"), train_videos, val_videos, arch, cfg,
-                              crop, views, overrides, betas, Reporter())
+                              crop, views, overrides, betas, Reporter(), shared)
     if not is_main_process():
         return
     if as_json:
         print_json(result)
         return
     show = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
-    print_table(f"ablate {study}: {arch}, {result['epochs']} epochs, {result['views']} views, "
-                f"{len(train_videos.paths)} train / {len(val_videos.paths)} test videos", [
+    print_table(f"ablate {study}: {arch}{f' from {init}' if init else ''}, {result['epochs']} epochs, "
+                f"{result['views']} views, {len(train_videos.paths)} train / {len(val_videos.paths)} test videos", [
         (r["variant"], *((show(r["map"], ".1f"),) if val_videos.multi_label else ()), f"{r['top1']:.1f}",
          f"{r['top5']:.1f}", f"{r['gflops']:.3f}", f"{r['params']:,}", f"{r['train_seconds']:.0f}",
          show(r["paper_top1"], ".1f"), show(r["paper_gflops"], ".1f"))
