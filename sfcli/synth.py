@@ -10,6 +10,11 @@ pathway's frames of a clip are 10 to 11 frames apart (PySlowFast sampling: 16 fr
 31), so it sees no difference between motion classes; the Fast pathway, every 2nd frame, does.
 Appearance sprites move by a motion drawn at random, so motion says nothing about them. All cues
 survive a horizontal flip: vertical direction and timing only, flip-symmetric shapes.
+
+The default dataset has the first eight classes. Eight more are there to be chosen by name (a
+network pre-trained on the first eight can then be fine-tuned on new ones): four shapes and four
+motions. Of those, blinking and pulsing change single frames too (the disc is missing, or
+smaller), so the Slow pathway sees part of them.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import math
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -36,11 +42,33 @@ CLASS_KINDS = {
     "jittering": "motion",
     "rising": "motion",
     "falling": "motion",
+    # Chosen by name only. New names go at the end: a class's index seeds its videos.
+    "square": "appearance",
+    "diamond": "appearance",
+    "x": "appearance",
+    "hourglass": "appearance",
+    "bouncing": "motion",
+    "resting": "motion",
+    "blinking": "motion",
+    "pulsing": "motion",
 }
 CLASS_NAMES = tuple(CLASS_KINDS)
-# Motion classes: (frames per segment, vertical direction). The disc holds still, or glides up
-# (-1) or down (+1), within a segment, and jumps to a fresh random position at each new one.
-MOTIONS = {"hopping": (5, 0), "jittering": (1, 0), "rising": (10, -1), "falling": (10, 1)}
+DEFAULT_CLASSES = CLASS_NAMES[:8]  # the built-in benchmark's
+
+
+class Motion(NamedTuple):
+    """How the disc moves within a segment; at each new segment it jumps to a fresh random position."""
+
+    length: int  # frames per segment
+    direction: int = 0  # vertical glide: -1 up, +1 down, 0 still
+    bounce: bool = False  # glide for the first half of the segment, back for the second
+    look: str = "steady"  # "blink": shown in the first half only; "pulse": radius swells and shrinks
+
+
+MOTIONS = {"hopping": Motion(5), "jittering": Motion(1), "rising": Motion(10, -1), "falling": Motion(10, 1),
+           "bouncing": Motion(10, 1, bounce=True), "resting": Motion(10), "blinking": Motion(4, look="blink"),
+           "pulsing": Motion(8, look="pulse")}
+SPRITE_MOTIONS = DEFAULT_CLASSES[4:]  # appearance sprites move by one of these, drawn at random
 MOTION_SPRITE = "disc"
 SPLITS = (("train", 0), ("val", 1))
 CSV_HEADER = ("label", "youtube_id", "time_start", "time_end", "split")
@@ -52,9 +80,9 @@ MIN_SIDE = 32
 
 
 def select_classes(classes=None) -> list[str]:
-    """None: all built-in classes; an int N: the first N; else a list of built-in names."""
+    """None: the default classes; an int N: the first N; else a list of built-in names."""
     if classes is None:
-        return list(CLASS_NAMES)
+        return list(DEFAULT_CLASSES)
     if isinstance(classes, int):
         if not 1 <= classes <= len(CLASS_NAMES):
             raise ValueError(f"classes must be between 1 and {len(CLASS_NAMES)}, got {classes}")
@@ -93,7 +121,16 @@ def sprite_alpha(shape: str, radius: float) -> np.ndarray:
         inside = np.minimum(0.5 * radius - v, sides)
     elif shape == "bar":  # a horizontal bar
         inside = np.minimum(radius - abs(u), 0.3 * radius - abs(v))
-    else:  # plus sign
+    elif shape == "square":  # an outline
+        side = np.maximum(abs(u), abs(v))
+        inside = np.minimum(0.85 * radius - side, side - (0.85 * radius - stroke))
+    elif shape == "diamond":  # filled, on its point
+        inside = (radius - abs(u) - abs(v)) / math.sqrt(2)
+    elif shape == "hourglass":  # two filled triangles, point to point
+        inside = np.minimum(0.9 * radius - abs(v), (0.8 * abs(v) - abs(u)) / math.hypot(1, 0.8))
+    else:  # plus sign, or x: the plus turned by 45 degrees
+        if shape == "x":
+            u, v = (u + v) / math.sqrt(2), (v - u) / math.sqrt(2)
         bar = lambda a, b: np.minimum(stroke / 2 - abs(a), radius - abs(b))  # noqa: E731
         inside = np.maximum(bar(u, v), bar(v, u))
     return np.clip(inside + 0.5, 0, 1)
@@ -114,17 +151,25 @@ def background_image(height: int, width: int, colour: np.ndarray, rng: np.random
     return (colour + grain).astype(np.float32)
 
 
-def track(motion: str, frames: int, arena: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """(frames, 2) integer sprite positions (y, x) on the arena torus. Segments of the motion's
-    length, at a random phase, each start at an independent uniform position."""
-    length, direction = MOTIONS[motion]
+def track(motion: str, frames: int, arena: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, 2) integer sprite positions (y, x) on the arena torus, and (frames,) sizes (1: the
+    sprite's own, 0: not drawn). Segments of the motion's length, at a random phase, each start at
+    an independent uniform position."""
+    length, direction, bounce, look = MOTIONS[motion]
     phase = int(rng.integers(length))
     t = np.arange(frames) + phase
     segment, step = t // length, t % length
     starts = rng.uniform(0, 1, (segment[-1] + 1, 2)) * arena
     speed = rng.uniform(0.05, 0.08) * arena[0]  # per frame: half the arena or more per segment
-    positions = starts[segment] + np.outer(direction * speed * step, (1, 0))
-    return np.round(positions).astype(int) % arena
+    travel = np.minimum(step, length - 1 - step) if bounce else step
+    positions = starts[segment] + np.outer(direction * speed * travel, (1, 0))
+    if look == "blink":
+        sizes = (step < length / 2).astype(float)
+    elif look == "pulse":
+        sizes = 0.6 + 0.4 * np.sin(np.pi * step / (length - 1))
+    else:
+        sizes = np.ones(frames)
+    return np.round(positions).astype(int) % arena, sizes
 
 
 def render(labels, height: int, width: int, frames: int, rng: np.random.Generator) -> np.ndarray:
@@ -136,22 +181,35 @@ def render(labels, height: int, width: int, frames: int, rng: np.random.Generato
     sprites = []
     for label in (labels,) if isinstance(labels, str) else labels:
         shape = MOTION_SPRITE if CLASS_KINDS[label] == "motion" else label
-        motion = label if CLASS_KINDS[label] == "motion" else str(rng.choice(list(MOTIONS)))
-        alpha = sprite_alpha(shape, rng.uniform(0.1, 0.13) * min(height, width))[..., None]
+        motion = label if CLASS_KINDS[label] == "motion" else str(rng.choice(SPRITE_MOTIONS))
+        radius = rng.uniform(0.1, 0.13) * min(height, width)
+        alpha = sprite_alpha(shape, radius)[..., None]
         side = alpha.shape[0]
         # The sprite's corner moves on a torus (the arena); the sprite is always drawn whole
         # inside the frame, so a shape is never cut in pieces.
         arena = (height - 2 * margin[0] - side, width - 2 * margin[1] - side)
-        sprites.append((alpha, side, track(motion, frames, arena, rng)))
+        positions, sizes = track(motion, frames, arena, rng)
+        looks = {s: alpha if s == 1 else _centred(sprite_alpha(shape, s * radius), side) if s else None
+                 for s in np.unique(sizes)}
+        sprites.append((looks, side, positions, sizes))
     video = np.empty((frames, height, width, 3), dtype=np.uint8)
     for i in range(frames):
         frame = background.copy()
-        for alpha, side, positions in sprites:
+        for looks, side, positions, sizes in sprites:
+            alpha = looks[sizes[i]]
+            if alpha is None:  # blinked out
+                continue
             y, x = positions[i]
             rows, cols = slice(margin[0] + y, margin[0] + y + side), slice(margin[1] + x, margin[1] + x + side)
             frame[rows, cols] += alpha * (sprite_colour - frame[rows, cols])
         video[i] = np.clip(frame, 0, 255)
     return video
+
+
+def _centred(alpha: np.ndarray, side: int) -> np.ndarray:
+    """A smaller sprite's coverage in the middle of a side x side square (both sides are odd)."""
+    pad = (side - alpha.shape[0]) // 2
+    return np.pad(alpha, pad)[..., None]
 
 
 # ----------------------------------------------------------------------------- encoding

@@ -54,7 +54,9 @@ def parse_size(value: str) -> tuple[int, int]:
 
 @click.command()
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--classes", help="Comma-separated built-in class names, or a number N for the first N (default all).")
+@click.option("--classes", help="Comma-separated class names, or a number N for the first N [default: the first 8: "
+                                "ring, plus sign, triangle, bar, hopping, jittering, rising, falling; then square, "
+                                "diamond, x, hourglass, bouncing, resting, blinking, pulsing].")
 @click.option("--train-per-class", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--val-per-class", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--size", default="64", show_default=True, help="Frame size, HEIGHT or HEIGHTxWIDTH (even).")
