@@ -16,6 +16,7 @@ from sfcli.framecache import FrameCache, read_frames
 from sfcli.transforms import (
     KINETICS_MEAN,
     KINETICS_STD,
+    REFERENCE_FPS,
     clip_indices,
     resize_short_side,
     scale_short_side,
@@ -45,6 +46,13 @@ class ClipConfig:
     @property
     def views(self) -> int:
         return self.num_clips * self.num_crops
+
+    def short_video(self, num_frames: int, fps: float) -> str | None:
+        """Why every clip of a video repeats its last frame (it is shorter than a clip's span), or None."""
+        span = math.floor(self.frames * self.stride * fps / REFERENCE_FPS + 1e-6)  # frames of the file
+        if num_frames < span:
+            return f"{num_frames} frames, shorter than the {span}-frame clip span: its last frame is repeated"
+        return None
 
 
 def read_clips(path, clip: ClipConfig, starts: list[float], short_side: int, decoder: str | FrameCache = "auto",
@@ -102,7 +110,8 @@ def test_views(path, clip: ClipConfig, decoder: str | FrameCache = "auto",
 class VideoDataset(torch.utils.data.Dataset):
     """Clips of a VideoList. Items are dicts:
     train: {"clip": uint8 (C, T, crop, crop), "label", "index", "failures": [(index, reason)]}
-    test:  {"clip": uint8 (views, C, T, test_crop, test_crop) or None, "label", "index", "error"}
+    test:  {"clip": uint8 (views, C, T, test_crop, test_crop) or None, "label", "index", "error",
+            "note": ClipConfig.short_video's, or None}
 
     Training randomness comes from (seed, epoch, index) only, so that a resumed run and any
     number of loader workers see the same clips. Videos that fail are flagged in a tensor in
@@ -124,20 +133,21 @@ class VideoDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int):
         self.epoch = epoch
 
-    def __getitem__(self, index: int) -> dict:
-        return self._train_item(index) if self.train else self._test_item(index)
+    def __getitem__(self, key: int | tuple[int, ClipConfig]) -> dict:
+        """key: a video's index, or (index, the clip settings of this step) in multigrid training."""
+        if not self.train:
+            return self._test_item(key)
+        return self._train_item(*key) if isinstance(key, tuple) else self._train_item(key, self.clip)
 
-    def _read(self, index: int, starts: list[float], short_side: int) -> torch.Tensor:
-        return read_clips(self.videos.paths[index], self.clip, starts, short_side, self.decoder)[0]
-
-    def _train_item(self, index: int) -> dict:
+    def _train_item(self, index: int, settings: ClipConfig) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         failures = []
         for _ in range(10):
             if not self.bad[index]:
                 try:
-                    short = int(rng.integers(self.clip.min_short, self.clip.max_short + 1))
-                    clip = self._read(index, [float(rng.random())], short)[0]
+                    short = int(rng.integers(settings.min_short, settings.max_short + 1))
+                    start = float(rng.random())
+                    clip = read_clips(self.videos.paths[index], settings, [start], short, self.decoder)[0][0]
                     self.good[index] = True
                     break
                 except VideoError as e:
@@ -152,29 +162,32 @@ class VideoDataset(torch.utils.data.Dataset):
         else:
             raise VideoError("10 videos in a row failed to decode")
         h, w = clip.shape[-2:]
-        y, x = int(rng.integers(h - self.clip.crop + 1)), int(rng.integers(w - self.clip.crop + 1))
-        clip = clip[..., y : y + self.clip.crop, x : x + self.clip.crop]
+        y, x = int(rng.integers(h - settings.crop + 1)), int(rng.integers(w - settings.crop + 1))
+        clip = clip[..., y : y + settings.crop, x : x + settings.crop]
         if rng.random() < 0.5:
             clip = clip.flip(-1)
         return {"clip": clip.contiguous(), "label": self.videos.labels[index], "index": index, "failures": failures}
 
     def _test_item(self, index: int) -> dict:
-        item = {"clip": None, "label": self.videos.labels[index], "index": index, "error": None}
+        item = {"clip": None, "label": self.videos.labels[index], "index": index, "error": None, "note": None}
         try:
-            item["clip"] = test_views(self.videos.paths[index], self.clip, self.decoder)[0]
+            item["clip"], num_frames, fps = test_views(self.videos.paths[index], self.clip, self.decoder)
+            item["note"] = self.clip.short_video(num_frames, fps)
         except VideoError as e:
             item["error"] = str(e)
         return item
 
 
 def collate(items: list[dict]) -> dict:
-    """Batch items; test items that failed to decode travel as errors, not clips."""
+    """Batch items; test items that failed to decode travel as errors, not clips, and their
+    notes as (index, note)."""
     good = [it for it in items if it["clip"] is not None]
     batch = {
         "clip": torch.stack([it["clip"] for it in good]) if good else None,
         "label": torch.tensor([it["label"] for it in good], dtype=torch.long),
         "index": torch.tensor([it["index"] for it in good], dtype=torch.long),
         "failures": [f for it in items for f in it.get("failures", [])],
+        "notes": [(it["index"], it["note"]) for it in good if it.get("note")],
     }
     batch["failures"] += [(it["index"], it["error"]) for it in items if it.get("error")]
     return batch

@@ -241,7 +241,10 @@ class SlowFast(nn.Module):
         # pathway's format runs the whole pathway in it.
         slow = fast = None
         if self.slow is not None:
-            slow = clip.index_select(2, self.slow_index)
+            index = self.slow_index
+            if clip.shape[2] != self.cfg.fast_frames:  # a multigrid clip: alpha*T' frames, T' of them Slow's
+                index = torch.linspace(0, clip.shape[2] - 1, clip.shape[2] // self.cfg.alpha, device=clip.device).long()
+            slow = clip.index_select(2, index)
             slow = self.slow.stem(slow.contiguous(memory_format=self.slow.memory_format))
         if self.fast is not None:
             fast = self.fast.stem(self.fast_input(clip).contiguous(memory_format=self.fast.memory_format))

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sfcli.multigrid import EPOCH_FACTOR
+
 # Warm-up starts at this fraction of the base rate: the reference's Kinetics configs warm up from
 # WARMUP_START_LR 0.01 with BASE_LR 0.1 (and for 34 of 196 epochs).
 WARMUP_START = 0.1
@@ -26,6 +28,7 @@ class TrainConfig:
     momentum: float = 0.9
     seed: int = 0
     amp: bool = False
+    multigrid: bool = False  # long and short cycles (sfcli.multigrid); epochs is then the stepwise recipe's
     # Settings that do not change what is computed (may differ when a run resumes):
     workers: int = 2
     device: str = "auto"
@@ -35,6 +38,11 @@ class TrainConfig:
     log_every: int = 0  # steps between loss/lr records in metrics.jsonl; 0: epochs only
     tensorboard: bool = False  # TensorBoard event files in the run folder too
     val_views: tuple[int, int] = (1, 1)  # (clips, crops) of the per-epoch validation; the final test uses the run's
+
+    @property
+    def run_epochs(self) -> int:
+        """Epochs the run trains for: multigrid runs EPOCH_FACTOR times the epochs, far cheaper each."""
+        return round(self.epochs * EPOCH_FACTOR) if self.multigrid else self.epochs
 
     @property
     def base_lr(self) -> float:

@@ -43,6 +43,7 @@ class RunLog:
 
     def __init__(self, run: Path, cfg: TrainConfig, steps_per_epoch: int):
         self.run, self.every, self.steps_per_epoch = run, cfg.log_every, steps_per_epoch
+        self.epoch_steps = steps_per_epoch  # this epoch's steps: multigrid's epochs differ
         self.writer_class = summary_writer_class() if cfg.tensorboard else None
         self.writer = None
         self.epoch, self.loss_sum, self.clips = -1, 0.0, 0.0
@@ -54,7 +55,9 @@ class RunLog:
             self.writer = self.writer_class(str(self.run / TENSORBOARD_FOLDER), purge_step=self.global_step(state))
 
     def global_step(self, state: RunState) -> int:
-        return state.epoch * self.steps_per_epoch + state.step
+        """The recipe's steps per epoch times the (fractional) epochs done: one axis, however many steps
+        each multigrid epoch has."""
+        return round((state.epoch + state.step / self.epoch_steps) * self.steps_per_epoch)
 
     def due(self, state: RunState) -> bool:
         """Whether this step gets a record (on every process: the sums are reduced for it)."""
@@ -68,7 +71,7 @@ class RunLog:
             return
         loss = (state.loss_sum - self.loss_sum) / max(state.clips - self.clips, 1.0)
         self.loss_sum, self.clips = state.loss_sum, state.clips
-        record = StepRecord(state.epoch + 1, state.step, round(state.epoch + state.step / self.steps_per_epoch, 4),
+        record = StepRecord(state.epoch + 1, state.step, round(state.epoch + state.step / self.epoch_steps, 4),
                             round(loss, 5), lr)
         append_metrics(self.run, record)
         if self.writer:

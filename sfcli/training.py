@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from sfcli import multigrid
 from sfcli.balance import ClassBalance
 from sfcli.checkpoint import RUN_CHECKPOINT, make_payload
 from sfcli.console import Reporter
@@ -30,7 +31,7 @@ from sfcli.model import SlowFast
 from sfcli.model_config import ModelConfig
 from sfcli.precise_bn import update_bn_stats
 from sfcli.predict import reference_head_window
-from sfcli.recipe import TrainConfig, epoch_order, learning_rate, make_optimizer, rank_batches, step_seed
+from sfcli.recipe import WARMUP_START, TrainConfig, epoch_order, learning_rate, make_optimizer, rank_batches, step_seed
 from sfcli.runlog import RunLog, is_best
 from sfcli.runs import (
     BEST_CHECKPOINT,
@@ -113,6 +114,7 @@ class Training:
     balance: ClassBalance | None = None  # --class-balance
     finetune: FineTuning | None = None  # frozen parts and the classifier's rate
     log: RunLog | None = None  # step records, TensorBoard
+    phases: list[multigrid.Phase] | None = None  # --multigrid: the long cycle's phases
 
     @property
     def loss_weight(self) -> torch.Tensor | None:
@@ -129,8 +131,20 @@ class Training:
     def checkpoint_path(self) -> Path:
         return self.run / RUN_CHECKPOINT
 
+    def epoch_batches(self, order: list[int], rank: int, world_size: int) -> list[list]:
+        """This process's share of each batch of the epoch; multigrid's items carry their step's
+        clip settings."""
+        if not self.phases:
+            return rank_batches(order, self.cfg.batch_size, rank, world_size)
+        phase = multigrid.phase_at(self.phases, self.state.epoch)
+        batches = multigrid.epoch_batches(order, self.clip, phase, self.cfg.batch_size, world_size)
+        return [multigrid.rank_share(b, rank, world_size) for b in batches]
+
     def learning_rate(self) -> float:
         """The rate of the next step, from the schedule over the whole run."""
+        if self.phases:
+            epoch = self.state.epoch + self.state.step / self.steps_per_epoch
+            return multigrid.learning_rate(self.phases, epoch, self.cfg.base_lr, self.cfg.warmup_epochs, WARMUP_START)
         total = self.cfg.epochs * self.steps_per_epoch
         warmup = min(round(self.cfg.warmup_epochs * self.steps_per_epoch), total - 1)
         return learning_rate(self.state.epoch * self.steps_per_epoch + self.state.step, total, warmup,
@@ -190,15 +204,16 @@ def train_epoch(t: Training, stop: StopSignals, reporter: Reporter) -> EpochReco
     t.dataset.set_epoch(state.epoch)
     order = (t.balance and t.balance.order(cfg.seed, state.epoch)) or epoch_order(len(t.dataset), cfg.seed,
                                                                                   state.epoch)
-    batches = rank_batches(order, cfg.batch_size, rank,
-                           world_size)[state.step:]
+    batches = t.epoch_batches(order, rank, world_size)
+    t.steps_per_epoch = t.log.epoch_steps = len(batches)  # multigrid's epochs differ
+    batches = batches[state.step:]
     loader = torch.utils.data.DataLoader(t.dataset, batch_sampler=batches, num_workers=t.workers,
                                          collate_fn=collate, worker_init_fn=ignore_interrupts,
                                          pin_memory=t.device.type == "cuda")
     t.net.train()
     if t.finetune:
         t.finetune.train_modes(t.model)
-    task = reporter.task(f"epoch {state.epoch + 1}/{cfg.epochs}", t.steps_per_epoch)
+    task = reporter.task(f"epoch {state.epoch + 1}/{cfg.run_epochs}", t.steps_per_epoch)
     began, steps_before, seconds_before = time.perf_counter(), state.step, state.seconds
     sums, signum = StepSums(t.device), 0
     for batch in loader:
@@ -243,6 +258,10 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
     device = pick_device(train_cfg.device)
     reporter = reporter or Reporter()
     steps_per_epoch = check_run_inputs(train_videos, val_videos, model_cfg, train_cfg, world_size)
+    phases = None
+    if train_cfg.multigrid:
+        multigrid.check_clip(clip, model_cfg.alpha)
+        phases = multigrid.schedule(train_cfg.epochs)
 
     torch.manual_seed(train_cfg.seed)  # the initial weights
     model = SlowFast(model_cfg).to(device)
@@ -267,23 +286,24 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
     for path in state.bad_videos:  # quarantined in an earlier part of this run: never decoded again
         dataset.bad[train_videos.paths.index(Path(path))] = True
     t = Training(run, arch, clip, train_cfg, model, net, optimizer, scaler, dataset, device, state, steps_per_epoch,
-                 balance, finetune, log)
+                 balance, finetune, log, phases)
 
     if state.epoch == 0 and state.step == 0:
         reporter.print(f"training {arch} ({count_params(model):,} parameters) on {len(train_videos.paths)} videos, "
-                       f"{len(train_videos.classes)} classes, {train_cfg.epochs} epochs of {steps_per_epoch} steps, "
+                       f"{len(train_videos.classes)} classes, {train_cfg.run_epochs} epochs of "
+                       f"{'up to ' if phases else ''}{steps_per_epoch} steps, "
                        f"batch {train_cfg.batch_size} on {world_size} process(es), {device}")
         for line in finetune.lines(train_cfg) if finetune else ():
             reporter.print(line)
-    elif state.epoch < train_cfg.epochs:
+    elif state.epoch < train_cfg.run_epochs:
         reporter.print(f"resuming {run} at epoch {state.epoch + 1} step {state.step}")
 
     with StopSignals() as stop, reporter:
         if frames is not None:
             dataset.decoder = frames
-        elif state.epoch < train_cfg.epochs:
+        elif state.epoch < train_cfg.run_epochs:
             dataset.decoder = cached_decoder(run_videos(train_videos, val_videos), train_cfg, reporter)
-        while state.epoch < train_cfg.epochs:
+        while state.epoch < train_cfg.run_epochs:
             record = train_epoch(t, stop, reporter)
             if train_cfg.precise_bn:
                 precise_bn(t)

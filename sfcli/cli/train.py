@@ -23,6 +23,7 @@ from sfcli.cli.common import (
     print_eval,
     print_json,
     print_table,
+    print_warnings,
     split_data,
 )
 from sfcli.console import Reporter
@@ -58,6 +59,9 @@ def training_options(fn):
         click.option("--precise-bn", type=click.IntRange(0), default=0, show_default=True,
                      help="Recompute BN statistics from N training batches after each epoch, as the reference "
                           "(200); 0: off."),
+        click.option("--multigrid", is_flag=True,
+                     help="Multigrid training (long and short cycles, the stepwise rates they imply; "
+                          "1.5x the epochs, each far cheaper)."),
         click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True),
         click.option("--amp", is_flag=True,
                      help="Mixed precision: bf16 (fp16 on older GPUs) on CUDA and on CPUs with native bf16."),
@@ -77,11 +81,11 @@ def training_options(fn):
     return fn
 
 
-def train_config(epochs, batch_size, lr, warmup_epochs, weight_decay, precise_bn, seed, amp, workers, device,
+def train_config(epochs, batch_size, lr, warmup_epochs, weight_decay, precise_bn, multigrid, seed, amp, workers, device,
                  decoder, frame_cache_mb, checkpoint_every, log_every, tensorboard, val_views, **_) -> TrainConfig:
     return TrainConfig(epochs=epochs or TrainConfig.epochs, batch_size=batch_size, lr=lr,
                        warmup_epochs=TrainConfig.warmup_epochs if warmup_epochs is None else warmup_epochs,
-                       weight_decay=weight_decay, precise_bn=precise_bn, seed=seed, amp=amp,
+                       weight_decay=weight_decay, precise_bn=precise_bn, multigrid=multigrid, seed=seed, amp=amp,
                        workers=workers, device=device, decoder=decoder, frame_cache_mb=frame_cache_mb,
                        checkpoint_every=checkpoint_every,
                        log_every=log_every, tensorboard=tensorboard, val_views=parse_views(val_views))
@@ -150,6 +154,7 @@ def train(data, val_data, prefix, labels, skip_missing, arch, crop, views, out, 
     clip = presets.clip_config(model_cfg, arch, crop, parse_views(views or "10x3"))
     cfg = train_config(**options)
     init_distributed(pick_device(cfg.device))
+    print_warnings(train_videos.warnings + (val_videos.warnings if val_videos else ()))
     summary = train_run(Path(out), train_videos, model_cfg, clip, cfg, val_videos, arch, finetune=finetune,
                         balance=make_balance(class_balance, train_videos))
     if not is_main_process():
@@ -218,6 +223,7 @@ def ablate_command(study, data, val_data, prefix, labels, skip_missing, arch, cr
         betas = ablate.parse_betas(betas)
     cfg = train_config(**options)
     init_distributed(pick_device(cfg.device))
+    print_warnings(train_videos.warnings + val_videos.warnings)
     views = parse_views(views) if views else ablate.BUILTIN_VIEWS if builtin else (10, 3)
     result = ablate.run_study(study, Path(out or f"runs/ablate-{study}"), train_videos, val_videos, arch, cfg,
                               crop, views, overrides, betas, Reporter(), shared)
