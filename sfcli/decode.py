@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
+import struct
 import sys
 from pathlib import Path
 
@@ -153,29 +155,84 @@ def file_problem(path) -> str | None:
     return None
 
 
+# What the decoders' messages mean, for people: the first pattern found names the problem.
+MEANINGS = (
+    ("video stream", "no video stream"),  # decord: "cannot find video stream"; ours for PyAV
+    # Opening failed (PyAV names the file, not a codec call, where it gave up).
+    (r"error reading|invalid data found when processing input: '(?!avcodec)", "not a video file"),
+    (r"avcodec_|buffer source|av_read_frame|no frame could be decoded", "damaged: its frames do not decode"),
+)
+
+
+def mp4_truncation(path: Path) -> str | None:
+    """How an MP4 or MOV file is cut short, from its top-level boxes (FFmpeg says "invalid data"
+    alike for a cut-off MP4 and for a text file); None where it is not one or its boxes are whole."""
+    try:
+        size, found, offset = path.stat().st_size, set(), 0
+        with open(path, "rb") as f:
+            if f.read(8)[4:] != b"ftyp":
+                return None
+            while offset + 8 <= size:
+                f.seek(offset)
+                header = f.read(16)
+                length, kind = struct.unpack(">I4s", header[:8])
+                if length == 1 and len(header) == 16:  # a 64-bit size follows
+                    length = struct.unpack(">Q", header[8:])[0]
+                elif length == 0:  # the last box, to the end of the file
+                    length = size - offset
+                if length < 8:  # not a box: damaged, not cut
+                    return None
+                if offset + length > size:
+                    break
+                found.add(kind)
+                offset += length
+    except OSError:
+        return None
+    if b"moov" not in found:
+        return "truncated: no index (moov atom) found"
+    return "truncated: the file ends before its last frames" if offset < size else None
+
+
+def describe(path: Path, messages: list[str]) -> str:
+    """One short reason for people: how the file is cut short, else what the decoders' messages
+    ("name: message") mean, else the first of them without the decoder's name, error number,
+    source line or the file's path."""
+    cut = mp4_truncation(path)
+    if cut:
+        return cut
+    text = " ".join(messages).lower()
+    for pattern, meaning in MEANINGS:
+        if re.search(pattern, text):
+            return meaning
+    first = messages[0].split(": ", 1)[-1].replace(f": '{path}'", "").replace(str(path), "the file")
+    first = re.sub(r"^\[[\d:]+\] \S+:\d+: |\[Errno -?\d+\] ", "", first)
+    return first if len(first) <= 80 else first[:79] + "…"
+
+
 def decode(path, pick_indices, decoder: str = "auto", resize=None) -> torch.Tensor:
     """Frames (len(indices), H, W, 3) uint8 of one video, where pick_indices(num_frames, fps)
     chooses them; each distinct frame is decoded once, and resized ((N, C, H, W) -> (N, C, h, w))
     as it arrives, so that memory follows the output size, not the video's. "auto" is decord, then
-    PyAV where decord is missing or fails on the file. Raises VideoError with the reasons."""
+    PyAV where decord is missing or fails on the file. Raises VideoError with one reason for
+    people and the decoders' own messages as its details."""
     if decoder == "decord" and decord is None:
         raise VideoError("decord is not installed")
     problem = file_problem(path)
     if problem:
         raise VideoError(problem)
     names = [n for n in ("decord", "pyav") if n != "decord" or decord is not None] if decoder == "auto" else [decoder]
-    reasons = []
+    messages = []
     for name in names:
         try:
             frames, wanted, indices = BACKENDS[name](Path(path), pick_indices, resize)
         except Interrupted:  # a signal arrived while decoding: the file is not to blame
             raise
-        except Exception as e:  # decoders raise many types; each is one reason this file is bad
+        except Exception as e:  # decoders raise many types; each says why this file is bad
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            reasons.append(f"{name}: {message}")
+            messages.append(f"{name}: {message}")
             continue
         return in_order(frames, wanted, indices)
-    raise VideoError("; ".join(reasons))
+    raise VideoError(describe(Path(path), messages), "; ".join(messages))
 
 
 def probe(path, decoder: str = "auto") -> tuple[int, float]:

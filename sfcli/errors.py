@@ -14,8 +14,33 @@ class DataError(SfcliError, ValueError):
     """A dataset the user pointed at cannot be used."""
 
 
+class Reason(str):
+    """Why a video failed, in a few words for people, with the decoders' own messages as
+    `details`. It is a str so that it travels wherever a reason already does (out of loader
+    workers, in the frame cache, in a run's state) and keeps the details on the way."""
+
+    details: str
+
+    def __new__(cls, reason: str, details: str = ""):
+        self = super().__new__(cls, reason)
+        self.details = details
+        return self
+
+
 class VideoError(SfcliError, RuntimeError):
-    """One video cannot be opened or decoded."""
+    """One video cannot be opened or decoded: str() is the short reason (a Reason), `details`
+    the decoders' own messages (empty where no decoder ran)."""
+
+    def __init__(self, reason: str, details: str = ""):
+        super().__init__(reason)
+        self.reason = Reason(reason, details or getattr(reason, "details", ""))
+
+    @property
+    def details(self) -> str:
+        return self.reason.details
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 class CheckpointError(SfcliError):

@@ -28,13 +28,19 @@ EVAL_FILE, CONFUSION_CSV, CONFUSION_PNG = "eval.json", "confusion.csv", "confusi
 
 @dataclass(frozen=True)
 class BadVideo:
-    """A video that could not be decoded, and why."""
+    """A video that could not be decoded: why, for people, and the decoders' own messages."""
 
     path: str
     reason: str
+    details: str = ""
+
+    @classmethod
+    def of(cls, path, reason: str) -> BadVideo:
+        """From a failure's reason (a sfcli.errors.Reason carries the decoders' messages)."""
+        return cls(str(path), str(reason), getattr(reason, "details", ""))
 
     def to_json(self) -> dict:
-        return {"path": self.path, "reason": self.reason}
+        return {"path": self.path, "reason": self.reason, "details": self.details}
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +54,7 @@ class VideoScores:
     scores: torch.Tensor  # (videos, classes) float32
     views: str  # "CLIPSxCROPS", or several joined by "+" once combined
     excluded_videos: tuple[BadVideo, ...] = ()
+    warnings: tuple[str, ...] = ()  # videos scored from repeated frames (shorter than a clip's span)
 
     @property
     def multi_label(self) -> bool:
@@ -112,9 +119,11 @@ class CheckpointEval:
     data: str
     test: EvalResult
     scores: VideoScores
+    warnings: tuple[str, ...] = ()  # the list's (VideoList.warnings), then the videos' (VideoScores.warnings)
 
     def to_json(self) -> dict:
-        return {"checkpoint": self.checkpoint, "arch": self.arch, "data": self.data, **self.test.to_json()}
+        return {"checkpoint": self.checkpoint, "arch": self.arch, "data": self.data, **self.test.to_json(),
+                "warnings": list(self.warnings)}
 
 
 def ignore_interrupts(_worker_id: int) -> None:
@@ -128,19 +137,20 @@ def score_videos(model: SlowFast, videos: VideoList, clip: ClipConfig, device: t
                  description: str = "eval") -> VideoScores:
     """Every video's views (clip.num_clips uniform clips x clip.num_crops crops) through the
     network, probabilities averaged per video. Videos that fail to decode are excluded and
-    listed. Under torchrun each process scores every world-th video and the scores are gathered:
-    every video counted exactly once."""
+    listed, and videos shorter than a clip's span named in `warnings`. Under torchrun each process
+    scores every world-th video and the scores are gathered: every video counted exactly once."""
     rank, world_size = world()
     model.eval()
     dataset = VideoDataset(videos, clip, train=False, decoder=decoder)
     mine = list(range(rank, len(dataset), world_size))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=mine, num_workers=workers,
                                          collate_fn=collate, worker_init_fn=ignore_interrupts)
-    scores, indices, failures = [], [], []
+    scores, indices, failures, notes = [], [], [], []
     reporter = reporter or Reporter(enabled=False)
     task, began, seen = reporter.task(description, len(dataset)), time.perf_counter(), 0
     for batch in loader:
         failures += batch["failures"]
+        notes += batch["notes"]
         if batch["clip"] is not None:
             b, v = batch["clip"].shape[:2]
             probs = view_probabilities(model, batch["clip"].flatten(0, 1), clip, device, amp,
@@ -152,16 +162,18 @@ def score_videos(model: SlowFast, videos: VideoList, clip: ClipConfig, device: t
         reporter.update(task, min(seen * world_size, len(dataset)), seen * clip.views * world_size / max(elapsed, 1e-9))
     reporter.done(task)
     local = (torch.cat(scores) if scores else torch.zeros(0, model.cfg.num_classes),
-             torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long), failures)
+             torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long), failures, notes)
     parts = gather(local)
     index = torch.cat([p[1] for p in parts])
     order = index.argsort()
     index = index[order]
     failures = sorted((i, reason) for p in parts for i, reason in p[2])
+    notes = sorted(note for p in parts for note in p[3])
     return VideoScores(tuple(videos.classes), tuple(str(videos.paths[i]) for i in index.tolist()),
                        torch.tensor(videos.labels, dtype=torch.long)[index], torch.cat([p[0] for p in parts])[order],
                        f"{clip.num_clips}x{clip.num_crops}",
-                       tuple(BadVideo(str(videos.paths[i]), reason) for i, reason in failures))
+                       tuple(BadVideo.of(videos.paths[i], reason) for i, reason in failures),
+                       tuple(f"{videos.paths[i]}: {note}" for i, note in notes))
 
 
 def summarize(scores: VideoScores, seconds: float = 0.0) -> EvalResult:
@@ -198,7 +210,8 @@ def evaluate_checkpoint(checkpoint, data, views: tuple[int, int] = (10, 3), batc
         scores = score_videos(predictor.model, videos, predictor.clip, predictor.device, batch_size, workers,
                               decoder=decoder, reporter=reporter)
     return CheckpointEval(predictor.info.path, predictor.info.arch, str(data),
-                          summarize(scores, round(time.perf_counter() - began, 2)), scores)
+                          summarize(scores, round(time.perf_counter() - began, 2)), scores,
+                          videos.warnings + scores.warnings)
 
 
 def read_scores(path) -> VideoScores:

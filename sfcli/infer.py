@@ -2,7 +2,8 @@
 
 A video's score is the paper's test: its views (N uniform clips x M crops, decoded once) through
 the network, softmax averaged. With a window, the same is done for each window of S seconds
-every stride seconds, decoding only that window's frames.
+every stride seconds, decoding only that window's frames; a window that does not decode is named,
+and the video scored from the others.
 """
 
 from __future__ import annotations
@@ -29,11 +30,18 @@ class Label:
 
 @dataclass(frozen=True)
 class Window:
-    """One window of a video, in seconds, and its top labels."""
+    """One window of a video, in seconds, and its top labels; or, with `error`, why its frames
+    could not be decoded (and the decoders' own messages)."""
 
     start: float
     end: float
     predictions: tuple[Label, ...]
+    error: str | None = None
+    details: str = ""
+
+    def to_json(self) -> dict:
+        out = {"start": self.start, "end": self.end, "predictions": [dataclasses.asdict(p) for p in self.predictions]}
+        return out if self.error is None else out | {"error": self.error, "details": self.details}
 
 
 @dataclass(frozen=True)
@@ -45,10 +53,13 @@ class VideoPrediction:
     fps: float
     predictions: tuple[Label, ...]
     windows: tuple[Window, ...] = ()
+    # A video shorter than a clip's span, windows not decoded: printed with the table (the JSON marks such windows).
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self) | {"predictions": [dataclasses.asdict(p) for p in self.predictions],
-                                           "windows": [dataclasses.asdict(w) for w in self.windows]}
+        return {"video": self.video, "seconds": self.seconds, "fps": self.fps,
+                "predictions": [dataclasses.asdict(p) for p in self.predictions],
+                "windows": [w.to_json() for w in self.windows]}
 
 
 def top_labels(probabilities: torch.Tensor, classes: list[str], k: int) -> tuple[Label, ...]:
@@ -66,11 +77,14 @@ def window_bounds(seconds: float, window: float, stride: float) -> list[tuple[fl
 def infer_video(predictor: Predictor, path, top_k: int = 5, window: float | None = None,
                 stride: float | None = None, decoder: str = "auto", on_window=None) -> VideoPrediction:
     """The top-k labels of a video from the predictor's views, and of every `window` seconds
-    every `stride` seconds when a window is given, calling `on_window(done, total)` after each.
-    Raises VideoError for a video that cannot be read."""
+    every `stride` seconds when a window is given, calling `on_window(done, total)` after each;
+    the video's labels then come from the windows that decoded. Raises VideoError for a video
+    that cannot be read, or none of whose windows decode."""
     p = predictor
     num_frames, fps = probe(path, decoder)
     seconds = num_frames / fps
+    short = p.clip.short_video(num_frames, fps)
+    warnings = [f"{path}: {short}"] if short else []
 
     def predict(span=None):
         views = test_views(path, p.clip, decoder, span)[0]
@@ -78,18 +92,29 @@ def infer_video(predictor: Predictor, path, top_k: int = 5, window: float | None
 
     video = {"video": str(path), "seconds": round(seconds, 3), "fps": round(fps, 3)}
     if window is None:
-        return VideoPrediction(**video, predictions=top_labels(predict(), p.classes, top_k))
+        return VideoPrediction(**video, predictions=top_labels(predict(), p.classes, top_k), warnings=tuple(warnings))
     total, windows = torch.zeros(len(p.classes)), []
     bounds = window_bounds(seconds, window, stride or window)
     for start, end in bounds:
-        probabilities = predict((start, end))
-        total += probabilities * (end - start)
-        windows.append(Window(round(start, 3), round(end, 3), top_labels(probabilities, p.classes, top_k)))
+        try:
+            probabilities = predict((start, end))
+        except VideoError as err:
+            windows.append(Window(round(start, 3), round(end, 3), (), str(err), err.details))
+        else:
+            total += probabilities * (end - start)
+            windows.append(Window(round(start, 3), round(end, 3), top_labels(probabilities, p.classes, top_k)))
         if on_window:
             on_window(len(windows), len(bounds))
-    # The whole video: windows weighted by the time they cover.
+    failed = [w for w in windows if w.error]
+    if len(failed) == len(windows):
+        raise VideoError(failed[0].error, failed[0].details)
+    if failed:
+        spans = ", ".join(f"{w.start:.1f}-{w.end:.1f} s" for w in failed[:3]) + (", ..." if len(failed) > 3 else "")
+        warnings.append(f"{path}: {len(failed)} of {len(windows)} windows cannot be decoded ({spans}: "
+                        f"{failed[0].error}); the video's labels are those of the other {len(windows) - len(failed)}")
+    # The whole video: the decoded windows weighted by the time they cover.
     return VideoPrediction(**video, predictions=top_labels(total / total.sum(), p.classes, top_k),
-                           windows=tuple(windows))
+                           windows=tuple(windows), warnings=tuple(warnings))
 
 
 def video_paths(inputs) -> list[Path]:

@@ -15,7 +15,7 @@ import torch
 from sfcli.checkpoint import RUN_CHECKPOINT, load_weights
 from sfcli.data import ClipConfig
 from sfcli.distributed import is_main_process
-from sfcli.errors import TrainingError, WriteError
+from sfcli.errors import Reason, TrainingError, WriteError
 from sfcli.evaluation import BadVideo, EvalResult
 from sfcli.files import load_checkpoint, save_checkpoint, write_atomic
 from sfcli.model_config import ModelConfig
@@ -82,17 +82,24 @@ class RunState:
     clips: float = 0.0
     seconds: float = 0.0
     history: list[EpochRecord] = dataclasses.field(default_factory=list)  # one per finished epoch
-    bad_videos: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> reason
+    bad_videos: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> reason (a Reason)
 
     def bad_video_list(self) -> tuple[BadVideo, ...]:
-        return tuple(BadVideo(p, r) for p, r in self.bad_videos.items())
+        return tuple(BadVideo.of(p, r) for p, r in self.bad_videos.items())
 
     def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "history": [h.to_json() for h in self.history]}
+        """Plain types only (a checkpoint loads with weights_only): each Reason as its text, and
+        its decoders' messages under bad_video_details."""
+        bad = self.bad_video_list()
+        return {**dataclasses.asdict(self), "history": [h.to_json() for h in self.history],
+                "bad_videos": {b.path: b.reason for b in bad}, "bad_video_details": {b.path: b.details for b in bad}}
 
     @classmethod
     def from_json(cls, d: dict) -> RunState:
-        return cls(**{**d, "history": [EpochRecord(**h) for h in d["history"]]})
+        d = dict(d)
+        details = d.pop("bad_video_details", {})  # absent from checkpoints of earlier versions
+        return cls(**{**d, "history": [EpochRecord(**h) for h in d["history"]],
+                      "bad_videos": {p: Reason(r, details.get(p, "")) for p, r in d["bad_videos"].items()}})
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ class VideoList:
     classes: list[str]
     kind: str  # "kinetics-csv", "pyslowfast-list", "multi-label-csv" or "folder"
     source: Path
+    warnings: tuple[str, ...] = ()  # what was read otherwise than listed (duplicates, --skip-missing), for the CLI
 
     @property
     def multi_label(self) -> bool:
@@ -113,15 +114,15 @@ def _read_kinetics_csv(path: Path, root: Path):
         if start is None or end is None:
             raise DataError(f"{path}, line {lineno}: time_start and time_end must be seconds from 0 to "
                             f"{MAX_SECONDS:,}, got {row[2]!r}, {row[3]!r}")
-        rows.append((row[0].strip(), row[1].strip(), start, end, row[4].strip() if len(row) > 4 else ""))
+        rows.append((row[0].strip(), row[1].strip(), start, end, row[4].strip() if len(row) > 4 else "", lineno))
     index = _index_videos(root)
     entries = []
-    for label, youtube_id, start, end, split in rows:
+    for label, youtube_id, start, end, split, lineno in rows:
         stem = f"{youtube_id}_{start:06d}_{end:06d}"
         candidates = index.get(stem, [])
         # Prefer the clip in its own label folder where several share a name.
         best = next((p for p in candidates if p.parent.name == label), candidates[0] if candidates else None)
-        entries.append((best or root / split / label / f"{stem}.mp4", label))
+        entries.append((best or root / split / label / f"{stem}.mp4", label, lineno))
     return entries
 
 
@@ -136,7 +137,7 @@ def _read_pyslowfast_list(path: Path, root: Path):
         if not 0 <= int(parts[1]) < MAX_CLASSES:
             raise DataError(f"{path}, line {lineno}: label {parts[1]} is outside 0 to {MAX_CLASSES - 1:,} "
                             f"(labels count classes from 0)")
-        entries.append((root / parts[0], int(parts[1])))
+        entries.append((root / parts[0], int(parts[1]), lineno))
     return entries
 
 
@@ -152,7 +153,7 @@ def _read_multi_label_csv(path: Path, root: Path):
         if not names:
             raise DataError(f"{path}, line {lineno}: expected a path and its labels separated by "
                             f"'{LABEL_SEPARATOR}', got {','.join(row)!r}")
-        entries.append((root / row[0].strip(), names))
+        entries.append((root / row[0].strip(), names, lineno))
     return entries
 
 
@@ -163,8 +164,23 @@ def _read_folder(root: Path):
     entries = []
     for name in classes:
         for dirpath, _, filenames in os.walk(root / name):
-            entries += [(Path(dirpath) / f, name) for f in sorted(filenames) if f.lower().endswith(VIDEO_EXTENSIONS)]
+            entries += [(Path(dirpath) / f, name, None) for f in sorted(filenames)
+                        if f.lower().endswith(VIDEO_EXTENSIONS)]
     return entries
+
+
+def _read_once(entries, data: Path) -> tuple[list, list[str]]:
+    """(path, label) of each (path, label, line) entry, a row listed again dropped; and a warning
+    that says how many were."""
+    seen, kept, again = set(), [], []
+    for path, label, line in entries:
+        if (path, label) in seen:
+            again.append(line)
+        else:
+            seen.add((path, label))
+            kept.append((path, label))
+    rows = "row" if len(again) == 1 else "rows"
+    return kept, [f"{data}: {len(again)} duplicate {rows} (first: line {again[0]}) read once"] if again else []
 
 
 def read_video_list(data, prefix=None, labels=None, classes=None, skip_missing: bool = False) -> VideoList:
@@ -172,7 +188,8 @@ def read_video_list(data, prefix=None, labels=None, classes=None, skip_missing: 
 
     Relative paths resolve against the list's folder, or `prefix`. Class names come from `classes`
     (a checkpoint's), else a labels file, else the label column / folder names sorted (the order
-    of Kinetics checkpoints). Missing files are reported together, or dropped with skip_missing.
+    of Kinetics checkpoints). Missing files are reported together, or dropped with skip_missing;
+    a row listed again is read once. The list's `warnings` say what was dropped.
     """
     data = Path(data)
     kind = detect_kind(data)
@@ -187,6 +204,7 @@ def read_video_list(data, prefix=None, labels=None, classes=None, skip_missing: 
         entries = _read_folder(data)
     if not entries:
         raise DataError(f"{data} lists no videos")
+    entries, warnings = _read_once(entries, data)
 
     if classes is None and labels is not None:
         classes = read_labels_file(labels)
@@ -222,7 +240,9 @@ def read_video_list(data, prefix=None, labels=None, classes=None, skip_missing: 
         )
     if missing:
         keep = sorted(set(range(len(paths))) - set(missing))
-        paths, label_ids = [paths[i] for i in keep], [label_ids[i] for i in keep]
-        if not paths:
+        if not keep:
             raise DataError(f"every video listed in {data} is missing")
-    return VideoList(paths, label_ids, classes, kind, data)
+        warnings.append(f"--skip-missing: {len(missing)} of the {len(paths)} videos listed in {data} were not "
+                        f"found and are left out (first: {paths[missing[0]]})")
+        paths, label_ids = [paths[i] for i in keep], [label_ids[i] for i in keep]
+    return VideoList(paths, label_ids, classes, kind, data, tuple(warnings))

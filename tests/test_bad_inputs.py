@@ -106,6 +106,63 @@ def symlink(corpus, name, target):
     return path
 
 
+def noise_video(corpus, name, num_frames=90):
+    """An H.264 mp4 of 32x32 noise at 30 fps with its index (moov) before its frames (mdat), as
+    streaming sites write them; written once."""
+    import av
+    import numpy as np
+
+    path = corpus["root"] / name
+    if not path.exists():
+        rng = np.random.default_rng(0)
+        with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+            stream = container.add_stream("libx264", rate=30)
+            stream.width = stream.height = 32
+            stream.pix_fmt = "yuv420p"
+            for i in range(num_frames):
+                frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (32, 32, 3), np.uint8), format="rgb24")
+                for packet in [*stream.encode(frame), *(stream.encode() if i == num_frames - 1 else [])]:
+                    container.mux(packet)
+    return path
+
+
+def frames_cut_off(corpus):
+    """The 3 s noise video without its last 40% of bytes: the index is whole, the last frames are gone."""
+    data = noise_video(corpus, "whole.mp4").read_bytes()
+    return write(corpus, "frames-cut-off.mp4", data[: len(data) * 6 // 10])
+
+
+def frames_zeroed(corpus):
+    data = noise_video(corpus, "whole.mp4").read_bytes()
+    start = data.index(b"mdat") + 4
+    return write(corpus, "zeroed.mp4", data[:start] + bytes(len(data) - start))
+
+
+def audio_only(corpus):
+    import av
+    import numpy as np
+
+    path = corpus["root"] / "audio.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    return path
+
+
+def short_video(corpus, num_frames):
+    from conftest import write_video
+
+    return write_video(corpus["root"] / f"short{num_frames}.mp4", num_frames=num_frames, size=(32, 32))
+
+
+def val_csv_with_a_row_twice(corpus):
+    header, first = (corpus["synth"] / "val.csv").read_text().splitlines()[:2]
+    return write(corpus, "twice.csv", "\n".join([header, first, first]) + "\n")
+
+
 def undecodable_list(corpus):
     write(corpus, "undecodable/text.mp4", "not a video\n")
     write(corpus, "undecodable/cut.mp4", corpus["video"].read_bytes()[:2000])
@@ -143,9 +200,11 @@ CASES = [
     # videos given to infer
     ("video-missing", lambda c: infer(c, c["root"] / "absent.mp4"), 1, "no such file"),
     ("video-empty", lambda c: infer(c, write(c, "empty.mp4", b"")), 1, "empty file"),
-    ("video-text", lambda c: infer(c, write(c, "text.mp4", "hello\n")), 1, "cannot be decoded"),
+    ("video-text", lambda c: infer(c, write(c, "text.mp4", "hello\n")), 1, "cannot be decoded (not a video file)"),
     ("video-truncated", lambda c: infer(c, write(c, "cut.mp4", c["video"].read_bytes()[:2000])), 1,
-     "cannot be decoded"),
+     "cannot be decoded (truncated: no index (moov atom) found)"),
+    ("video-audio-only", lambda c: infer(c, audio_only(c)), 1, "cannot be decoded (no video stream)"),
+    ("video-frames-zeroed", lambda c: infer(c, frames_zeroed(c)), 1, "damaged: its frames do not decode"),
     ("video-fifo", lambda c: infer(c, fifo(c)), 1, "named pipe"),
     ("video-symlink-loop", lambda c: infer(c, symlink(c, "loop.mp4", "loop.mp4")), 1, "symlink loop"),
     ("video-dangling-symlink", lambda c: infer(c, symlink(c, "dangling.mp4", "gone.mp4")), 1, "missing file"),
@@ -186,6 +245,26 @@ MEMORY_CASES = [
 ]
 
 
+# Inputs read otherwise than given: exit 0, and one warning line that says how.
+WARNING_CASES = [
+    ("csv-row-twice", lambda c: [*evaluate(c, val_csv_with_a_row_twice(c)), "--prefix", str(c["synth"])],
+     "1 duplicate row (first: line 3) read once"),
+    ("list-lines-twice", lambda c: evaluate(c, write(c, "lines-twice.txt", f"{c['video']} 0\n" * 3)),
+     "2 duplicate rows (first: line 2) read once"),
+    ("skip-missing", lambda c: [*evaluate(c, write(c, "one-gone.txt", f"{c['video']} 0\n{c['root']}/gone.mp4 1\n")),
+                                "--skip-missing"],
+     "--skip-missing: 1 of the 2 videos listed in"),
+    ("video-shorter-than-the-clip", lambda c: infer(c, short_video(c, 8), "--views", "2x1"),
+     "short8.mp4: 8 frames, shorter than the 32-frame clip span: its last frame is repeated"),
+    ("window-frames-cut-off", lambda c: infer(c, frames_cut_off(c), "--window", "1"),
+     "1 of 3 windows cannot be decoded (2.0-3.0 s: truncated: the file ends before its last frames); "
+     "the video's labels are those of the other 2"),
+    ("window-frames-cut-off-rendered", lambda c: infer(c, frames_cut_off(c), "--window", "1", "--render",
+                                                       c["root"] / "rendered.mp4", "--timeline", c["root"] / "t.csv"),
+     "1 of 3 windows cannot be decoded"),
+]
+
+
 def run_in_process(args, capsys) -> tuple[int, str, str]:
     """The CLI in this process (a subprocess per case would cost seconds of imports each):
     exit code, stderr, stdout."""
@@ -212,6 +291,24 @@ def test_bad_input_ends_in_one_line(corpus, capsys, make, expected_code, words):
     args = make(corpus)
     assert_one_line(*run_in_process(args, capsys)[:2], expected_code, words)
     assert snapshot(corpus["run"]) == before
+
+
+@pytest.mark.parametrize("make, words", [c[1:] for c in WARNING_CASES], ids=[c[0] for c in WARNING_CASES])
+def test_input_read_otherwise_than_given_says_so_in_one_line(corpus, capsys, make, words):
+    before = snapshot(corpus["run"])
+    code, stderr, _ = run_in_process(make(corpus), capsys)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 0 and len(lines) == 1, stderr
+    assert lines[0].startswith("sfcli: warning: ") and words in lines[0], lines[0]
+    assert snapshot(corpus["run"]) == before
+
+
+def test_a_video_one_clip_span_long_is_not_short(corpus, capsys):
+    """The built-in benchmark's videos are one span long (64 frames for slowfast_tiny's 32 x 2)."""
+    code, stderr, _ = run_in_process(infer(corpus, short_video(corpus, 32), short_video(corpus, 31)), capsys)
+    assert code == 0 and stderr.splitlines() == [
+        f"sfcli: warning: {corpus['root'] / 'short31.mp4'}: 31 frames, shorter than the 32-frame clip span: "
+        "its last frame is repeated"]
 
 
 def video_4k(corpus) -> Path:
@@ -352,3 +449,47 @@ def test_convert_keeps_a_runs_view_settings(corpus, tmp_path, capsys):
     code, err, _ = run_in_process(["convert", str(corpus["run"]), str(tmp_path / "weights.pt")], capsys)
     assert code == 0, err
     assert load_checkpoint(tmp_path / "weights.pt")["clip"] == load_checkpoint(corpus["run"] / "checkpoint.pt")["clip"]
+
+
+def test_json_keeps_the_decoders_own_messages_and_the_warnings(corpus, capsys):
+    text = write(corpus, "messages/text.mp4", "not a video\n")
+    listed = write(corpus, "messages/list.txt", f"{corpus['video']} 0\n{text} 1\n{corpus['video']} 0\n")
+    code, stderr, out = run_in_process([*evaluate(corpus, listed), "--json"], capsys)
+    assert code == 0 and stderr == ""  # with --json the warnings are in the JSON
+    result = json.loads(out)
+    (bad,) = result["excluded_videos"]
+    assert bad["path"] == str(text) and bad["reason"] == "not a video file"
+    assert bad["details"].startswith("decord: Error reading") and "; pyav: " in bad["details"]
+    assert result["warnings"] == [f"{listed}: 1 duplicate row (first: line 3) read once"]
+
+    code, stderr, out = run_in_process(infer(corpus, frames_cut_off(corpus), "--window", "1", "--json"), capsys)
+    assert code == 0 and stderr == ""
+    windows = json.loads(out)[0]["windows"]
+    assert [w.get("error") for w in windows] == [None, None, "truncated: the file ends before its last frames"]
+    assert windows[2]["predictions"] == [] and "pyav: no frame could be decoded" in windows[2]["details"]
+
+
+def test_bad_videos_json_keeps_the_decoders_own_messages_across_a_resume(corpus, tmp_path, capsys):
+    text = write(corpus, "quarantined/text.mp4", "not a video\n")
+    classes = sorted(p.name for p in (corpus["synth"] / "train").iterdir())
+    videos = sorted((corpus["synth"] / "train").rglob("*.mp4"))[:15]  # and the text file: 4 batches of 4
+    listed = write(corpus, "quarantined/list.txt", "".join(f"{v} {classes.index(v.parent.name)}\n" for v in videos)
+                   + f"{text} 0\n")
+    args = ["train", "--data", str(listed), *TINY, "--out", str(tmp_path / "run"), "--json"]
+    for _ in range(2):  # trained, then read back from its checkpoint
+        code, stderr, out = run_in_process(args, capsys)
+        assert code == 0, stderr
+        (bad,) = json.loads(out)["bad_videos"]
+        assert bad["path"] == str(text) and bad["reason"] == "not a video file"
+        assert bad["details"].startswith("decord: Error reading") and "; pyav: " in bad["details"]
+    assert json.loads((tmp_path / "run" / "bad_videos.json").read_text()) == [bad]
+
+
+def test_a_decoder_message_with_no_known_meaning_is_shortened_for_people(corpus):
+    from sfcli.decode import describe
+
+    path = write(corpus, "unknown.mkv", "x" * 100)  # not an MP4: no boxes to read
+    messages = [f"decord: [01:06:07] /src/video/video_reader.cc:151: Check failed: {'x' * 90}",
+                f"pyav: [Errno 1414092869] Decoder not found: '{path}'"]
+    assert describe(path, messages) == "Check failed: " + "x" * 65 + "…"
+    assert describe(path, messages[1:]) == "Decoder not found"

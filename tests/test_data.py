@@ -264,3 +264,27 @@ def test_frame_cache_gives_the_decoders_clips_and_reasons(dataset_with_bad_files
                     assert torch.equal(a["clip"], b["clip"])
     assert {p for p, e in cache.entries.items() if isinstance(e, str)} == bad
     assert FrameCache.build(videos.paths, decoder, budget_mb=0, workers=0) is None  # over the budget: not kept
+
+
+def test_a_reason_keeps_the_decoders_messages_out_of_loader_workers_and_the_frame_cache(dataset_with_bad_files):
+    root, bad = dataset_with_bad_files
+    videos = read_video_list(root)
+    cache = FrameCache.build(videos.paths, "auto", budget_mb=64, workers=1)  # decoded in a worker process
+    text = root / "b" / "text.mp4"
+    assert cache.entries[text] == "not a video file" and cache.entries[text].details.startswith("decord: ")
+    assert cache.entries[root / "b" / "truncated.mp4"] == "truncated: no index (moov atom) found"
+    failure = VideoDataset(videos, SMALL, train=False, decoder=cache)[videos.paths.index(text)]["error"]
+    assert failure == "not a video file" and failure.details == cache.entries[text].details
+    assert "; pyav: [Errno" in failure.details
+
+
+def test_a_video_shorter_than_the_clip_span_is_noted_and_one_exactly_as_long_is_not(tmp_path):
+    clip = ClipConfig(frames=32, stride=2, crop=32, test_short=32, test_crop=32, num_clips=2, num_crops=1)
+    assert clip.short_video(64, 30) is None and clip.short_video(128, 60) is None
+    assert clip.short_video(127, 60) == "127 frames, shorter than the 128-frame clip span: its last frame is repeated"
+    for n in (40, 64):
+        write_video(tmp_path / "c" / "x" / f"v{n}.mp4", num_frames=n, size=(32, 32))
+    videos = read_video_list(tmp_path / "c")
+    batch = collate([VideoDataset(videos, clip, train=False)[i] for i in range(2)])
+    assert [(videos.paths[i].name, note) for i, note in batch["notes"]] == [
+        ("v40.mp4", "40 frames, shorter than the 64-frame clip span: its last frame is repeated")]

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from sfcli import model_config, presets
 from sfcli.console import Reporter, make_console
+from sfcli.distributed import is_main_process
 from sfcli.errors import ConfigError
 from sfcli.evaluation import EvalResult
 
@@ -145,6 +146,12 @@ def print_eval(result: EvalResult, per_class: bool = True):
         ("videos scored", result.scored), ("videos excluded", result.excluded),
     ], ("", "value"))
     print_bad_videos(result.excluded_videos, "videos excluded from the test")
+
+
+def print_warnings(warnings):
+    """One line each on stderr (rank 0 only): what was done otherwise than asked, that the user should know."""
+    for warning in warnings if is_main_process() else ():
+        click.echo(f"sfcli: warning: {warning}", err=True)
 
 
 def print_bad_videos(bad, title: str):

@@ -6,7 +6,16 @@ from __future__ import annotations
 
 import click
 
-from sfcli.cli.common import UserError, console, data_options, parse_views, print_eval, print_json, split_data
+from sfcli.cli.common import (
+    UserError,
+    console,
+    data_options,
+    parse_views,
+    print_eval,
+    print_json,
+    print_warnings,
+    split_data,
+)
 from sfcli.distributed import is_main_process
 from sfcli.errors import DataError
 from sfcli.evaluation import combine_scores, evaluate_checkpoint, write_report, write_scores
@@ -56,9 +65,10 @@ def evaluate(score_files, checkpoint, data, prefix, labels, skip_missing, arch, 
         written.append(write_scores(save_scores, result.scores))
     if out:
         written += write_report(out, result)
-    if as_json:
+    if as_json:  # the warnings are in the JSON
         print_json(result.to_json())
     else:
+        print_warnings(result.warnings)
         print_eval(result.test)
         if written:
             console.print(f"written: {', '.join(map(str, written))}")

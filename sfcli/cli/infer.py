@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import click
 
 from sfcli import infer as sfinfer
-from sfcli.cli.common import UserError, parse_views, print_json, print_table, track
+from sfcli.cli.common import UserError, parse_views, print_json, print_table, print_warnings, track
 from sfcli.console import Reporter
 from sfcli.hub import DEFAULT_WEIGHTS
 from sfcli.infer import VideoPrediction
@@ -74,10 +75,12 @@ def infer(videos, checkpoint, weights, arch, onnx, labels, top_k, views, window,
         results.append(result.to_json())
         if timeline:
             write_timeline(result, timeline)
-        if render:
+        if render:  # a window that did not decode has no labels to draw: the one before it stays up
+            decoded = dataclasses.replace(result, windows=tuple(w for w in result.windows if w.error is None))
             with Reporter() as reporter:
-                render_video(result, render, track(reporter, "render"))
-        if not as_json:
+                render_video(decoded, render, track(reporter, "render"))
+        if not as_json:  # the JSON marks the windows that did not decode
+            print_warnings(result.warnings)
             print_prediction(result)
     if as_json:
         print_json(results)
@@ -91,7 +94,8 @@ def print_prediction(result: VideoPrediction):
                 ("#", "label", "probability"))
     if result.windows:
         print_table(f"{result.video}: per window", [
-            (f"{w.start:.1f}-{w.end:.1f} s", ", ".join(f"{p.label} {p.score:.2f}" for p in w.predictions[:3]))
+            (f"{w.start:.1f}-{w.end:.1f} s", f"cannot be decoded ({w.error})" if w.error else
+             ", ".join(f"{p.label} {p.score:.2f}" for p in w.predictions[:3]))
             for w in result.windows
         ], ("window", "top labels"))
 
