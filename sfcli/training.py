@@ -214,7 +214,7 @@ def train_epoch(t: Training, stop: StopSignals, reporter: Reporter) -> EpochReco
     if t.finetune:
         t.finetune.train_modes(t.model)
     task = reporter.task(f"epoch {state.epoch + 1}/{cfg.run_epochs}", t.steps_per_epoch)
-    began, steps_before, seconds_before = time.perf_counter(), state.step, state.seconds
+    began, clips, seconds_before = time.perf_counter(), 0, state.seconds
     sums, signum = StepSums(t.device), 0
     for batch in loader:
         lr = t.learning_rate()
@@ -226,8 +226,8 @@ def train_epoch(t: Training, stop: StopSignals, reporter: Reporter) -> EpochReco
             signum = sums.reduce(state, stop.signum, t.checkpoint_path)
         t.log.step(state, lr)
         elapsed = seconds_before + time.perf_counter() - began
-        reporter.update(task, state.step,
-                        (state.step - steps_before) * cfg.batch_size / max(time.perf_counter() - began, 1e-9),
+        clips += len(batch["label"]) * world_size  # every process's, known without asking: equal shares
+        reporter.update(task, state.step, clips / max(time.perf_counter() - began, 1e-9),
                         f"loss {state.loss_sum / state.clips:.3f} lr {lr:.4f}" if state.clips else "")
         if end:
             break
