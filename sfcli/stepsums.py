@@ -7,7 +7,6 @@ exactly those of a reduction after every step."""
 from __future__ import annotations
 
 import math
-import signal
 from pathlib import Path
 
 import torch
@@ -15,10 +14,10 @@ import torch
 from sfcli.distributed import all_sum, gather
 from sfcli.errors import TrainingError
 from sfcli.runs import RunState
+from sfcli.stopsignals import STOPS  # one column each in the reduced tensor
 
 # A non-finite loss, and a stop signal under torchrun, are seen up to REDUCE_EVERY - 1 steps late.
 REDUCE_EVERY = 20
-STOPS = (signal.SIGINT, signal.SIGTERM)  # StopSignals' signals, one column each in the reduced tensor
 
 
 class StepSums:

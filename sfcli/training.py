@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from sfcli.runs import (
     weights_checksum,
 )
 from sfcli.stepsums import StepSums
+from sfcli.stopsignals import StopSignals
 from sfcli.transforms import normalize
 from sfcli.videolist import VideoList
 
@@ -71,27 +71,6 @@ class TrainResult:
         if self.test is not None:
             out["test"] = self.test.to_json()
         return out
-
-
-class StopSignals:
-    """Turn SIGINT/SIGTERM into a flag the loop checks after each step; with `message`, into
-    Interrupted at once (the final test has no state to save)."""
-
-    def __init__(self, message: str | None = None):
-        self.signum, self.message = 0, message
-
-    def __enter__(self):
-        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-        if self.message:
-            raise Interrupted(self.message, signum)
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
 
 
 @dataclass
