@@ -1,0 +1,97 @@
+"""Time to accuracy with and without --multigrid, on the built-in benchmark (slowfast_tiny, the
+`sfcli synth` default videos, batch 16, one process).
+
+The default recipe (cosine, --epochs N) runs first; its final validation top-1 (1x1 views) is the
+target. Then multigrid runs, standing in for each of --multigrid-epochs epochs of the stepwise
+recipe (1.5x as many, cheaper, epochs). A run's time to accuracy is its training seconds (loading
+and steps, validation left out) until the end of the first epoch whose validation top-1 is within
+one point of the target; the ratio is that time over the default recipe's.
+
+Usage: python benchmarks/bench_multigrid.py [--epochs 8] [--multigrid-epochs 8 16] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from machine import cpu_name
+from rich.console import Console
+from rich.table import Table
+
+from sfcli.ablate import BUILTIN_ARCH, builtin_dataset
+from sfcli.console import Reporter
+from sfcli.presets import build_config, clip_config
+from sfcli.recipe import TrainConfig
+from sfcli.training import train
+from sfcli.videolist import read_video_list
+
+
+def run(folder: Path, cfg: TrainConfig) -> list[tuple[int, float, float]]:
+    """(epoch, cumulative training seconds, val top-1) of each epoch of one run."""
+    root = builtin_dataset()
+    videos = read_video_list(root / "train.csv")
+    val = read_video_list(root / "val.csv", classes=videos.classes)
+    model = build_config(BUILTIN_ARCH, num_classes=len(videos.classes))
+    clip = clip_config(model, BUILTIN_ARCH, views=(1, 1))
+    result = train(folder, videos, model, clip, cfg, val, BUILTIN_ARCH, Reporter(enabled=False))
+    out, total = [], 0.0
+    for record in result.history:
+        total += record.seconds
+        out.append((record.epoch, total, record.val_top1))
+    return out
+
+
+def time_to(history, target: float) -> tuple[float | None, int | None]:
+    return next(((s, e) for e, s, top1 in history if top1 >= target - 1), (None, None))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--multigrid-epochs", type=int, nargs="+", default=[TrainConfig.epochs, 2 * TrainConfig.epochs])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        default = TrainConfig(epochs=args.epochs, workers=0)
+        history = run(Path(tmp) / "default", default)
+        target = history[-1][2]
+        seconds, epoch = time_to(history, target)
+        rows.append({"run": f"default recipe, {args.epochs} epochs", "epochs": len(history),
+                     "final_top1": target, "seconds_to_target": seconds, "epoch_reached": epoch,
+                     "total_seconds": history[-1][1]})
+        for e in args.multigrid_epochs:
+            history = run(Path(tmp) / f"multigrid{e}", dataclasses.replace(default, epochs=e, multigrid=True))
+            s, epoch = time_to(history, target)
+            rows.append({"run": f"--multigrid --epochs {e}", "epochs": len(history), "final_top1": history[-1][2],
+                         "seconds_to_target": s, "epoch_reached": epoch, "total_seconds": history[-1][1]})
+    reference = rows[0]["seconds_to_target"]
+    for row in rows:
+        s = row["seconds_to_target"]
+        row["ratio"] = None if s is None else round(s / reference, 3)
+    result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "target_top1": target, "rows": rows}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"{result['cpu']}, {result['threads']} threads: time to {target:.1f}% - 1 val top-1 "
+                        f"({BUILTIN_ARCH}, built-in benchmark, batch 16)")
+    for column in ("run", "epochs", "final val top-1", "reached at epoch", "seconds to target", "all seconds",
+                   "time / default"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for row in rows:
+        reached = row["ratio"] is not None
+        table.add_row(row["run"], str(row["epochs"]), f"{row['final_top1']:.1f}",
+                      str(row["epoch_reached"]) if reached else "not reached",
+                      f"{row['seconds_to_target']:.1f}" if reached else "-", f"{row['total_seconds']:.1f}",
+                      f"{row['ratio']:.2f}x" if reached else "-")
+    Console(width=160).print(table)
+
+
+if __name__ == "__main__":
+    main()
