@@ -162,8 +162,9 @@ def _is_bn_param(model: SlowFast, name: str) -> bool:
 
 
 def prepare_init(path, run, num_classes: int, arch: str | None = None, explicit: dict | None = None,
-                 **controls) -> FineTuning:
-    """The fine-tuning of run folder `run` from the weights at `path` for data of `num_classes`.
+                 classes=None, **controls) -> FineTuning:
+    """The fine-tuning of run folder `run` from the weights at `path` for data of `num_classes`
+    (named `classes`, where given: weights that name other classes get a fresh classifier too).
 
     `arch` (else the weights' own) and `explicit` (model settings the user gave, parsed) must
     agree with the weights, except the FREE_FIELDS, which apply on top. A run that already has a
@@ -181,11 +182,24 @@ def prepare_init(path, run, num_classes: int, arch: str | None = None, explicit:
     _check_options(info.config, explicit, path)
     free = {k: v for k, v in explicit.items() if k in FREE_FIELDS}
     config = ModelConfig.from_dict({**info.config.to_dict(), **free, "num_classes": num_classes})
-    head = "kept"
-    if HEAD + ".weight" not in weights or weights[HEAD + ".weight"].shape[0] != num_classes:
-        weights = {k: v for k, v in weights.items() if not k.startswith(HEAD + ".")}
-        head = f"replaced: {info.config.num_classes} -> {num_classes} classes"
+    head = _head_change(weights, info, num_classes, classes)
+    if head != "kept":
+        weights = _without_head(weights)
     return FineTuning(info.arch, config, _source(path, info, head), weights, **controls)
+
+
+def _head_change(weights: dict, info, num_classes: int, classes) -> str:
+    """What becomes of the weights' classifier: "kept" where it is the data's, else why it is
+    replaced (its outputs differ in number, or, in weights that name their classes, in names)."""
+    if HEAD + ".weight" not in weights or weights[HEAD + ".weight"].shape[0] != num_classes:
+        return f"replaced: {info.config.num_classes} -> {num_classes} classes"
+    if classes is not None and info.classes_source == "checkpoint" and list(info.classes) != list(classes):
+        return f"replaced: {num_classes} classes of other names"
+    return "kept"
+
+
+def _without_head(weights: dict) -> dict:
+    return {k: v for k, v in weights.items() if not k.startswith(HEAD + ".")}
 
 
 @dataclass(frozen=True)
@@ -213,9 +227,12 @@ class SharedInit:
         return FineTuning(self.arch, config, source, weights, fitted=line)
 
 
-def read_shared_init(path, num_classes: int, arch: str | None = None) -> SharedInit:
-    """The weights at `path` (their network: `arch`, else the one they show) as a SharedInit."""
+def read_shared_init(path, num_classes: int, arch: str | None = None, classes=None) -> SharedInit:
+    """The weights at `path` (their network: `arch`, else the one they show) as a SharedInit for
+    data of `num_classes` (named `classes`, where given: a classifier of other names is left out)."""
     weights, info = read_checkpoint(path, arch)
+    if _head_change(weights, info, num_classes, classes).endswith("other names"):
+        weights = _without_head(weights)
     config = ModelConfig.from_dict({**info.config.to_dict(), "num_classes": num_classes})
     return SharedInit(info.arch, config, _source(str(path), info, "kept"), weights)
 

@@ -126,6 +126,10 @@ def test_init_loads_each_variant_the_tensors_that_fit_and_initialises_the_rest(t
     assert tuning.source.head == "re-initialised"  # the classifier's shape follows the data and the network
     with pytest.raises(TrainingError, match="no tensor of .* has the name and shape"):
         shared.for_run(tmp_path / "wide", build_config("slowfast_tiny", width=32, num_classes=4))
+    for classes, fc in (([f"c{i}" for i in range(7)], "none"), ([f"new{i}" for i in range(7)], "fc")):
+        same = read_shared_init(tmp_path / "w.pt", 7, classes=classes)
+        tuning = same.for_run(tmp_path / "same", same.config)
+        assert tuning.fitted.endswith(f"re-initialised: {fc}")  # a classifier of other names is new
 
 
 def test_ablate_init_starts_every_variant_from_the_weights_and_resumes(synth, tmp_path):

@@ -65,8 +65,23 @@ def test_init_loads_every_tensor_but_the_replaced_classifier(sources, kind, tmp_
 
 
 def test_a_classifier_that_fits_is_kept(sources, tmp_path):
-    tuning = prepare_init(sources[1]["sfcli"], tmp_path / "run", SOURCE_CLASSES)
-    assert tuning.source.head == "kept" and torch.equal(tuning.weights["fc.weight"], sources[0].fc.weight)
+    names = [f"c{i}" for i in range(SOURCE_CLASSES)]
+    for path, classes in ((sources[1]["sfcli"], names), (sources[1]["sfcli"], None), (sources[1]["caffe2"], names)):
+        tuning = prepare_init(path, tmp_path / "run", SOURCE_CLASSES, classes=classes)
+        assert tuning.source.head == "kept" and torch.equal(tuning.weights["fc.weight"], sources[0].fc.weight)
+
+
+def test_a_classifier_of_other_class_names_is_replaced(sources, tmp_path):
+    """As many outputs as the data has classes, but not the data's: a classifier that would start
+    out confidently wrong."""
+    others = [f"new{i}" for i in range(SOURCE_CLASSES)]
+    tuning = prepare_init(sources[1]["sfcli"], tmp_path / "run", SOURCE_CLASSES, classes=others)
+    assert tuning.source.head == f"replaced: {SOURCE_CLASSES} classes of other names"
+    assert "fc.weight" not in tuning.weights
+    target = create_model("slowfast_tiny", num_classes=SOURCE_CLASSES, width=8)
+    fresh = target.fc.weight.clone()
+    tuning.prepare(target)
+    assert torch.equal(target.fc.weight, fresh)
 
 
 def test_a_missing_tensor_is_one_error_that_names_it(sources, tmp_path):

@@ -107,7 +107,7 @@ def finetune_options(fn):
     return fn
 
 
-def fine_tuning(init, out, arch, overrides, num_classes, options) -> FineTuning | None:
+def fine_tuning(init, out, arch, overrides, classes, options) -> FineTuning | None:
     """The FineTuning that --init and the freezing options ask for (None: neither); with
     --init, the fine-tuning lr and warm-up defaults go into `options`."""
     controls = {k: options.pop(k) for k in ("freeze", "freeze_bn", "head_lr_mult")}
@@ -118,7 +118,7 @@ def fine_tuning(init, out, arch, overrides, num_classes, options) -> FineTuning 
     parsed = config_from_options(arch or DEFAULT_ARCH, dict(given))
     options["lr"], options["warmup_epochs"] = finetune_defaults(options["lr"], options["warmup_epochs"],
                                                                 options["batch_size"])
-    return prepare_init(init, out, num_classes, arch, {k: getattr(parsed, k) for k in given}, **controls)
+    return prepare_init(init, out, len(classes), arch, {k: getattr(parsed, k) for k in given}, classes, **controls)
 
 
 def read_train_val(data, val_data, prefix, labels, skip_missing):
@@ -143,7 +143,7 @@ def train(data, val_data, prefix, labels, skip_missing, arch, crop, views, out, 
     """Train a network in a run folder; the same command again resumes it."""
     train_videos, val_videos = read_train_val(data, val_data, prefix, labels, skip_missing)
     overrides = {k: options.pop(k) for k in list(options) if k in MODEL_FIELDS}
-    finetune = fine_tuning(init, out, arch, overrides, len(train_videos.classes), options)
+    finetune = fine_tuning(init, out, arch, overrides, train_videos.classes, options)
     if init:
         arch, model_cfg = finetune.arch, finetune.config
     else:
@@ -207,7 +207,7 @@ def ablate_command(study, data, val_data, prefix, labels, skip_missing, arch, cr
         raise UserError("an ablation tests every variant: give --val-data (or a folder with train.csv and val.csv)")
     shared = None
     if init:  # the weights' network, read once for every variant
-        shared = read_shared_init(init, len(train_videos.classes), arch)
+        shared = read_shared_init(init, len(train_videos.classes), arch, train_videos.classes)
         arch = shared.arch
         options["lr"], options["warmup_epochs"] = finetune_defaults(options["lr"], options["warmup_epochs"],
                                                                     options["batch_size"])
