@@ -149,10 +149,9 @@ def _stage(name: str) -> int | None:
 def _group(name: str) -> str:
     """The part of the network a tensor belongs to, as a fit's line names it: "slow res3",
     "lateral after res2", "fc"."""
-    stage = _stage(name)
+    where, stage = name.split(".")[0], _stage(name)
     if stage is None:
-        return name.split(".")[0]
-    where = name.split(".")[0]
+        return where
     return f"lateral after {STAGES[stage]}" if where == "laterals" else f"{where} {STAGES[stage]}"
 
 
