@@ -58,10 +58,26 @@ def loader_wait(dataset: VideoDataset, workers: int, steps: int, step) -> tuple[
     return waited, computed
 
 
+def compile_cost(step, batch, steps: int) -> dict:
+    """Seconds torch.compile takes before its first step, and the step's time eager and compiled."""
+    def timed(fn, n):
+        began = time.perf_counter()
+        for _ in range(n):
+            fn(batch)
+        return (time.perf_counter() - began) / n
+
+    eager = timed(step, steps)
+    fast = torch.compile(step)
+    first = timed(fast, 1)
+    return {"compile_s": first, "eager_step_ms": 1000 * eager, "compiled_step_ms": 1000 * timed(fast, steps)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pathway", default="slowfast", choices=["slowfast", "slow", "fast"])
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--top", type=int, default=5, help="the heaviest single ops (with their input shapes)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the step")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -82,7 +98,7 @@ def main():
     first = collate([VideoDataset(videos, clip, train=True)[i] for i in range(16)])
     for _ in range(3):
         step(first)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(args.steps):
             step(first)
     times = defaultdict(float)
@@ -90,6 +106,11 @@ def main():
         kind = next((k for k, names in KINDS.items() if event.key in names), "other")
         times[kind] += event.self_cpu_time_total / 1e6 / args.steps
     step_seconds = sum(times.values())
+    by_shape = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    heaviest = [{"op": e.key, "input_shapes": [s for s in e.input_shapes if s][:3],
+                 "ms": e.self_cpu_time_total / 1e3 / args.steps} for e in by_shape[: args.top]]
+
+    compiled = compile_cost(step, first, args.steps) if args.compile else None
 
     paths = videos.paths[: 16 * args.steps]
     cache = FrameCache.build(paths, "auto", budget_mb=4096)
@@ -102,7 +123,8 @@ def main():
 
     result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "pathway": args.pathway, "crop": clip.crop,
               "frames": clip.frames, "batch": 16, "profiled_step_ms": 1000 * step_seconds,
-              "kinds_ms": {k: 1000 * v for k, v in sorted(times.items(), key=lambda kv: -kv[1])}, "loader": waits}
+              "kinds_ms": {k: 1000 * v for k, v in sorted(times.items(), key=lambda kv: -kv[1])},
+              "heaviest_ops": heaviest, "loader": waits, "compile": compiled}
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -113,6 +135,12 @@ def main():
     for kind, ms in result["kinds_ms"].items():
         table.add_row(kind, f"{ms:.1f}", f"{ms / result['profiled_step_ms']:.0%}")
     table.add_row("all (profiled)", f"{result['profiled_step_ms']:.1f}", "100%")
+    ops = Table(title=f"the {args.top} heaviest ops (self time) and their first input shapes")
+    for column in ("op", "input shapes", "ms per step", "share"):
+        ops.add_column(column, justify="right" if column in ("ms per step", "share") else "left")
+    for op in heaviest:
+        ops.add_row(op["op"], " ".join(str(tuple(s)) for s in op["input_shapes"]), f"{op['ms']:.1f}",
+                    f"{op['ms'] / result['profiled_step_ms']:.0%}")
     loader = Table(title="the same steps fed by the real loader")
     for column in ("frames from", "wait for batch ms/step", "step ms", "both ms", "speed-up"):
         loader.add_column(column, justify="left" if column == "frames from" else "right")
@@ -124,8 +152,14 @@ def main():
                        f"{reference / both:.2f}x")
     console = Console(width=160)
     console.print(table)
+    console.print(ops)
     console.print(loader)
-
+    if compiled:
+        eager, fast = compiled["eager_step_ms"], compiled["compiled_step_ms"]
+        payback = (f"it pays for itself after {compiled['compile_s'] * 1000 / (eager - fast):.0f} steps"
+                   if eager > fast else "no faster")
+        console.print(f"torch.compile: {compiled['compile_s']:.1f} s before the first step; a step {eager:.1f} ms "
+                      f"eager, {fast:.1f} ms compiled ({eager / fast:.2f}x): {payback}")
 
 if __name__ == "__main__":
     main()
