@@ -128,7 +128,7 @@ def builtin_dataset(progress=None) -> Path:
 
     partial = root.with_name(f".{root.name}.{os.getpid()}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    write_dataset(partial, progress=progress, **BUILTIN_SYNTH)
+    write_dataset(partial, progress=progress, workers=os.cpu_count() or 1, **BUILTIN_SYNTH)
     try:
         partial.rename(root)
     except OSError:  # another process finished first

@@ -37,6 +37,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps; 0: only at the end of each epoch
     log_every: int = 0  # steps between loss/lr records in metrics.jsonl; 0: epochs only
     tensorboard: bool = False  # TensorBoard event files in the run folder too
+    val_every: int = 1  # epochs between validations; the last epoch is always validated
     val_views: tuple[int, int] = (1, 1)  # (clips, crops) of the per-epoch validation; the final test uses the run's
 
     @property
@@ -50,7 +51,7 @@ class TrainConfig:
 
 
 RESUMABLE = ("workers", "device", "decoder", "frame_cache_mb", "checkpoint_every", "log_every", "tensorboard",
-             "val_views")
+             "val_every", "val_views")
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:

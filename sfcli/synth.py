@@ -24,6 +24,8 @@ import csv
 import hashlib
 import math
 import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -252,12 +254,30 @@ def youtube_id(seed: int, label: str, split: str, index: int) -> str:
     return base64.urlsafe_b64encode(digest[:8]).decode()[:11]
 
 
+def _write_video(task) -> tuple:
+    """Render and encode one video; its CSV row. Everything it draws comes from its own seed."""
+    root, split, split_code, label, index, names, seed, height, width, frames, fps, codec, multi_label = task
+    folder = root / split if multi_label else root / split / label
+    rng = np.random.default_rng([seed, CLASS_NAMES.index(label), split_code, index])
+    video_id = youtube_id(seed, label, split, index)
+    if multi_label:
+        others = [n for n in names if n != label]
+        labels = (label, others[int(rng.integers(len(others)))])
+        encode(folder / f"{video_id}.mp4", render(labels, height, width, frames, rng), fps, codec)
+        return f"{split}/{video_id}.mp4", LABEL_SEPARATOR.join(labels)
+    seconds = math.ceil(frames / fps)
+    encode(folder / f"{video_id}_{0:06d}_{seconds:06d}.mp4", render(label, height, width, frames, rng), fps, codec)
+    return label, video_id, 0, seconds, split
+
+
 def write_dataset(out, classes=None, train_per_class: int = 100, val_per_class: int = 20, size=(64, 64),
-                  frames: int = 64, fps: int = 30, seed: int = 0, progress=None, multi_label: bool = False) -> dict:
+                  frames: int = 64, fps: int = 30, seed: int = 0, progress=None, multi_label: bool = False,
+                  workers: int = 1) -> dict:
     """Write out/{train,val}/<label>/<id>_<start>_<end>.mp4, Kinetics-format train.csv and
     val.csv, and classes.txt; return a summary. progress(done, total) is called per video.
     multi_label: each video shows its class and a second one drawn at random, in
-    out/{train,val}/<id>.mp4, listed in multi-label CSVs (header path,labels; labels joined by ';')."""
+    out/{train,val}/<id>.mp4, listed in multi-label CSVs (header path,labels; labels joined by ';').
+    workers: processes encoding videos (the files are the same for any number)."""
     began = time.perf_counter()
     names = select_classes(classes)
     height, width = check_size(size)
@@ -266,33 +286,24 @@ def write_dataset(out, classes=None, train_per_class: int = 100, val_per_class: 
     if multi_label and len(names) < 2:
         raise ValueError("a multi-label dataset needs at least 2 classes")
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
     codec = pick_codec()
-    seconds = math.ceil(frames / fps)
     counts = {"train": train_per_class, "val": val_per_class}
     total, done = len(names) * (train_per_class + val_per_class), 0
-    for split, split_code in SPLITS:
-        rows = []
-        for label in names:
-            folder = root / split if multi_label else root / split / label
-            folder.mkdir(parents=True, exist_ok=True)
-            for index in range(counts[split]):
-                rng = np.random.default_rng([seed, CLASS_NAMES.index(label), split_code, index])
-                video_id = youtube_id(seed, label, split, index)
-                if multi_label:
-                    others = [n for n in names if n != label]
-                    labels = (label, others[int(rng.integers(len(others)))])
-                    encode(folder / f"{video_id}.mp4", render(labels, height, width, frames, rng), fps, codec)
-                    rows.append((f"{split}/{video_id}.mp4", LABEL_SEPARATOR.join(labels)))
-                else:
-                    encode(folder / f"{video_id}_{0:06d}_{seconds:06d}.mp4",
-                           render(label, height, width, frames, rng), fps, codec)
-                    rows.append((label, video_id, 0, seconds, split))
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        for split, split_code in SPLITS:
+            for folder in {root / split} if multi_label else {root / split / label for label in names}:
+                folder.mkdir(parents=True, exist_ok=True)
+            tasks = [(root, split, split_code, label, index, names, seed, height, width, frames, fps, codec,
+                      multi_label) for label in names for index in range(counts[split])]
+            rows = []
+            for row in (pool.map(_write_video, tasks) if pool else map(_write_video, tasks)):
+                rows.append(row)
                 done += 1
                 if progress is not None:
                     progress(done, total)
-        with open(root / f"{split}.csv", "w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows([MULTI_LABEL_HEADER if multi_label else CSV_HEADER, *rows])
+            with open(root / f"{split}.csv", "w", newline="") as f:
+                csv.writer(f, lineterminator="\n").writerows([MULTI_LABEL_HEADER if multi_label else CSV_HEADER,
+                                                              *rows])
     (root / "classes.txt").write_text("".join(f"{name}\n" for name in names))
     return {
         "root": str(root),

@@ -286,7 +286,8 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
             record = train_epoch(t, stop, reporter)
             if train_cfg.precise_bn:
                 precise_bn(t)
-            if val_videos is not None:
+            done = state.epoch + 1
+            if val_videos is not None and (done % train_cfg.val_every == 0 or done == train_cfg.run_epochs):
                 val_clip = dataclasses.replace(clip, num_clips=train_cfg.val_views[0], num_crops=train_cfg.val_views[1])
                 val = evaluate(model, val_videos, val_clip, device, max(1, train_cfg.batch_size // world_size),
                                t.workers, train_cfg.amp, dataset.decoder, reporter, "validating")

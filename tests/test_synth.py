@@ -90,3 +90,14 @@ def test_blinking_and_pulsing_show_in_the_pixels():
     assert (blinking == 0).sum() >= 15 and (blinking > 0).sum() >= 15
     assert pulsing.max() > 2 * pulsing.min() > 0
     assert hopping.max() - hopping.min() <= 0.05 * hopping.max()  # the grain moves a pixel or two
+
+
+def test_any_number_of_encoding_processes_writes_the_same_files(tmp_path):
+    from sfcli.synth import write_dataset
+
+    for workers in (1, 2):
+        write_dataset(tmp_path / str(workers), classes=3, train_per_class=2, val_per_class=1, size=32, frames=8,
+                      workers=workers)
+    files = {w: sorted(p.relative_to(tmp_path / w) for p in (tmp_path / w).rglob("*") if p.is_file()) for w in "12"}
+    assert files["1"] == files["2"] and len(files["1"]) == 3 * 3 + 3  # 9 videos, 2 CSVs, classes.txt
+    assert all((tmp_path / "1" / p).read_bytes() == (tmp_path / "2" / p).read_bytes() for p in files["1"])

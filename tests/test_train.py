@@ -250,3 +250,13 @@ def test_torchrun_two_processes_train_in_sync_and_eval_like_one(synth, tmp_path)
     assert two["scored"] == one["scored"] == 16
     for key in ("top1", "top5", "per_class", "excluded"):
         assert two[key] == one[key]
+
+
+def test_val_every_validates_those_epochs_and_the_last(synth, tmp_path):
+    run = tmp_path / "run"
+    result = sfcli("train", "--data", str(synth), *TRAIN, "--epochs", "3", "--val-every", "2",
+                   "--views", "1x1", "--out", str(run))
+    assert result.returncode == 0, result.stderr
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e.get("val_top1") is not None for e in epochs] == [False, True, True]
+    assert load_checkpoint(run / "best.pt")["epoch"] in (2, 3)  # only validated epochs can be the best

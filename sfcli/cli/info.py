@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from sfcli.cli.common import (
@@ -65,8 +67,10 @@ def parse_size(value: str) -> tuple[int, int]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--multi-label", is_flag=True,
               help="Two sprites per video (its class and a random other), listed in multi-label CSVs.")
+@click.option("--workers", type=click.IntRange(1), default=os.cpu_count() or 1, show_default="the CPUs",
+              help="Processes encoding videos (the files are the same for any number).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def synth(out, classes, train_per_class, val_per_class, size, frames, fps, seed, multi_label, as_json):
+def synth(out, classes, train_per_class, val_per_class, size, frames, fps, seed, multi_label, workers, as_json):
     """Write a dataset of real mp4 files with Kinetics-format train.csv and val.csv (multi-label
     CSVs, header path,labels, with --multi-label)."""
     from rich.progress import Progress
@@ -85,7 +89,7 @@ def synth(out, classes, train_per_class, val_per_class, size, frames, fps, seed,
         task = progress.add_task("writing videos", total=None)
         summary = sfsynth.write_dataset(
             out, classes=classes, train_per_class=train_per_class, val_per_class=val_per_class,
-            size=size, frames=frames, fps=fps, seed=seed, multi_label=multi_label,
+            size=size, frames=frames, fps=fps, seed=seed, multi_label=multi_label, workers=workers,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     if as_json:

@@ -76,19 +76,24 @@ def training_options(fn):
                      help="Decode the videos once and keep their frames in memory when they fit in this (0: off)."),
         click.option("--views", help="Test views of the final test, CLIPSxCROPS [default: 10x3]."),
         click.option("--val-views", default="1x1", show_default=True, help="Views of the per-epoch validation."),
+        click.option("--val-every", type=click.IntRange(1),
+                     help="Validate every N epochs, and after the last [default: 1; the built-in ablation: "
+                          "after the last only]."),
     ]):
         fn = option(fn)
     return fn
 
 
 def train_config(epochs, batch_size, lr, warmup_epochs, weight_decay, precise_bn, multigrid, seed, amp, workers, device,
-                 decoder, frame_cache_mb, checkpoint_every, log_every, tensorboard, val_views, **_) -> TrainConfig:
+                 decoder, frame_cache_mb, checkpoint_every, log_every, tensorboard, val_views, val_every=None,
+                 **_) -> TrainConfig:
     return TrainConfig(epochs=epochs or TrainConfig.epochs, batch_size=batch_size, lr=lr,
                        warmup_epochs=TrainConfig.warmup_epochs if warmup_epochs is None else warmup_epochs,
                        weight_decay=weight_decay, precise_bn=precise_bn, multigrid=multigrid, seed=seed, amp=amp,
                        workers=workers, device=device, decoder=decoder, frame_cache_mb=frame_cache_mb,
                        checkpoint_every=checkpoint_every,
-                       log_every=log_every, tensorboard=tensorboard, val_views=parse_views(val_views))
+                       log_every=log_every, tensorboard=tensorboard, val_views=parse_views(val_views),
+                       val_every=val_every or TrainConfig.val_every)
 
 
 def finetune_options(fn):
@@ -200,6 +205,7 @@ def ablate_command(study, data, val_data, prefix, labels, skip_missing, arch, cr
             raise UserError("--val-data needs --data")
         arch = arch or (None if init else ablate.BUILTIN_ARCH)
         options["epochs"] = options["epochs"] or ablate.BUILTIN_EPOCHS
+        options["val_every"] = options["val_every"] or options["epochs"]  # the table reads only the final test
         err_console.print(f"no --data: the built-in synthetic dataset ({ablate.cache_folder()})")
         data = ablate.builtin_dataset()
     train_videos, val_videos = read_train_val(data, val_data, prefix, labels, skip_missing)
