@@ -170,17 +170,27 @@ def _read_folder(root: Path):
 
 
 def _read_once(entries, data: Path) -> tuple[list, list[str]]:
-    """(path, label) of each (path, label, line) entry, a row listed again dropped; and a warning
-    that says how many were."""
-    seen, kept, again = set(), [], []
+    """(path, label) of each (path, label, line) entry, a row listed again dropped; and warnings
+    that say how many were, and which videos are listed under more than one label (kept, as listed)."""
+    seen, kept, again, labels_of, relabelled = set(), [], [], {}, []
     for path, label, line in entries:
         if (path, label) in seen:
             again.append(line)
-        else:
-            seen.add((path, label))
-            kept.append((path, label))
-    rows = "row" if len(again) == 1 else "rows"
-    return kept, [f"{data}: {len(again)} duplicate {rows} (first: line {again[0]}) read once"] if again else []
+            continue
+        seen.add((path, label))
+        kept.append((path, label))
+        if labels_of.setdefault(path, label) != label:
+            relabelled.append((path, line))
+    warnings = []
+    if again:
+        rows = "row" if len(again) == 1 else "rows"
+        warnings.append(f"{data}: {len(again)} duplicate {rows} (first: line {again[0]}) read once")
+    if relabelled:
+        path, line = relabelled[0]
+        videos = "video is" if len(relabelled) == 1 else "videos are"
+        warnings.append(f"{data}: {len(relabelled)} {videos} listed under a second label (first: {path} at line "
+                        f"{line}); each row is kept as listed")
+    return kept, warnings
 
 
 def read_video_list(data, prefix=None, labels=None, classes=None, skip_missing: bool = False) -> VideoList:
