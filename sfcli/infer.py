@@ -53,13 +53,13 @@ class VideoPrediction:
     fps: float
     predictions: tuple[Label, ...]
     windows: tuple[Window, ...] = ()
-    # A video shorter than a clip's span, windows not decoded: printed with the table (the JSON marks such windows).
+    # A video shorter than a clip's span, windows not decoded: printed with the table, kept in the JSON.
     warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         return {"video": self.video, "seconds": self.seconds, "fps": self.fps,
                 "predictions": [dataclasses.asdict(p) for p in self.predictions],
-                "windows": [w.to_json() for w in self.windows]}
+                "windows": [w.to_json() for w in self.windows], "warnings": list(self.warnings)}
 
 
 def top_labels(probabilities: torch.Tensor, classes: list[str], k: int) -> tuple[Label, ...]:

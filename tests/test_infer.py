@@ -55,7 +55,10 @@ def test_top_k_never_exceeds_the_classes_in_json_and_table(four_class, videos):
     result, out = infer_json(str(good[0]), "--checkpoint", str(four_class), "--top-k", "10", "--views", "2x3")
     assert result.returncode == 0, result.stderr
     (video,) = out
-    assert set(video) == {"video", "seconds", "fps", "predictions", "windows"} and video["windows"] == []
+    assert set(video) == {"video", "seconds", "fps", "predictions", "windows", "warnings"} and video["windows"] == []
+    # 40 frames at 30 fps against the 64-frame span of 32 frames at stride 2
+    assert video["warnings"] == [
+        f"{good[0]}: 40 frames, shorter than the 64-frame clip span: its last frame is repeated"]
     assert video["video"] == str(good[0])
     assert video["fps"] == pytest.approx(30) and video["seconds"] == pytest.approx(40 / 30, abs=0.01)
     assert [set(p) for p in video["predictions"]] == [{"label", "score"}] * 4

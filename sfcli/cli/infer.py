@@ -79,7 +79,7 @@ def infer(videos, checkpoint, weights, arch, onnx, labels, top_k, views, window,
             decoded = dataclasses.replace(result, windows=tuple(w for w in result.windows if w.error is None))
             with Reporter() as reporter:
                 render_video(decoded, render, track(reporter, "render"))
-        if not as_json:  # the JSON marks the windows that did not decode
+        if not as_json:  # the JSON keeps the warnings
             print_warnings(result.warnings)
             print_prediction(result)
     if as_json:
