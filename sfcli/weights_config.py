@@ -9,7 +9,7 @@ from fractions import Fraction
 
 from sfcli.errors import CheckpointError, ConfigError
 from sfcli.model_config import STAGE_BLOCKS, ModelConfig
-from sfcli.presets import PRESETS
+from sfcli.presets import PRESETS, Preset
 
 
 def infer_fields(sd: Mapping) -> dict:
@@ -134,10 +134,16 @@ def _unresolved(fields: dict, settled) -> list[str]:
 
 def _label(arch: str, config: ModelConfig) -> str:
     """The preset that is exactly `config` but for its classes and dropout (`arch` if several
-    or none are), so that a network read with a cfg's frames and tau is named by them."""
+    are), so that a network read with a cfg's frames and tau is named by them; where none is,
+    "custom" (whose pipeline is the paper's), unless `arch`'s pipeline is another (the small preset's)."""
     plain = lambda c: {**c.to_dict(), "num_classes": 0, "dropout": 0}  # noqa: E731
     same = [name for name, preset in PRESETS.items() if plain(preset.model) == plain(config)]
-    return arch if arch in same or not same else same[0]
+    if same:
+        return arch if arch in same else same[0]
+    paper = Preset(config)
+    preset = PRESETS[arch]
+    return "custom" if (preset.crop, preset.test_crop, preset.mean, preset.std) == \
+        (paper.crop, paper.test_crop, paper.mean, paper.std) else arch
 
 
 def infer_config(state_dict: Mapping, arch: str | None = None, hints: dict | None = None,

@@ -19,7 +19,7 @@ from sfcli.errors import CheckpointError
 from sfcli.files import load_checkpoint, save_checkpoint
 from sfcli.layouts import known, translate, unwrap
 from sfcli.model import SlowFast
-from sfcli.presets import PRESETS, build_config, create_model
+from sfcli.presets import PRESETS, build_config, clip_config, create_model
 from sfcli.weights_config import infer_config, infer_fields, pyslowfast_cfg_hints
 
 CLIP = (1, 3, 32, 32, 32)  # slowfast_tiny: alpha 8 x T 4
@@ -480,3 +480,17 @@ def test_convert_with_given_classes(tmp_path):
     with pytest.raises(CheckpointError, match="3 class names given for a network with 4 outputs"):
         ck.convert(src, tmp_path / "d.pt", classes=["x", "y", "z"])
     assert not (tmp_path / "d.pt").exists()
+
+
+def test_a_network_of_no_preset_is_not_named_after_one(tmp_path):
+    """PySlowFast's SLOWFAST_NLN_8x8_R50 with non-local blocks in res4 only: 8x8 frames and tau,
+    fusion kernel 5 and non-local blocks, which no preset is (slowfast_8x8_r50 fuses over 7)."""
+    cfg = build_config("slowfast_8x8_r50", fusion_kernel=5, nonlocal_res4=(1, 3, 5))
+    with torch.device("meta"):
+        sd = SlowFast(cfg).state_dict()
+    hints = {"alpha": 4, "frames": 8, "tau": 8}
+    assert infer_config(sd, hints=hints) == ("custom", cfg)
+    assert clip_config(cfg, "custom") == clip_config(cfg, "slowfast_8x8_r50")  # the paper's pipeline alike
+    tiny_like = build_config("slowfast_tiny", beta=Fraction(1, 4))  # the small preset's pipeline is kept
+    with torch.device("meta"):
+        assert infer_config(SlowFast(tiny_like).state_dict())[0] == "slowfast_tiny"
