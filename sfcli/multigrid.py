@@ -74,7 +74,7 @@ def schedule(epochs: int, short_cycle: bool = True) -> list[Phase]:
             last]
 
 
-def phase_at(phases: list[Phase], epoch: int) -> Phase:
+def phase_at(phases: list[Phase], epoch: float) -> Phase:
     return next((p for p in phases if epoch < p.end), phases[-1])
 
 
@@ -83,7 +83,7 @@ def learning_rate(phases: list[Phase], epoch: float, base_lr: float, warmup_epoc
     """The reference's stepwise rate at (fractional) `epoch`, after a linear warm-up from
     base_lr * warmup_start to the rate at the warm-up's end."""
     def stepwise(e):
-        p = next((p for p in phases if e < p.end), phases[-1])
+        p = phase_at(phases, e)
         return base_lr * GAMMA**p.stage * p.lr_scale
     if epoch < warmup_epochs:
         start, end = base_lr * warmup_start, stepwise(warmup_epochs)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sfcli.multigrid import EPOCH_FACTOR
+from sfcli import multigrid
 
 # Warm-up starts at this fraction of the base rate: the reference's Kinetics configs warm up from
 # WARMUP_START_LR 0.01 with BASE_LR 0.1 (and for 34 of 196 epochs).
@@ -42,8 +42,9 @@ class TrainConfig:
 
     @property
     def run_epochs(self) -> int:
-        """Epochs the run trains for: multigrid runs EPOCH_FACTOR times the epochs, far cheaper each."""
-        return round(self.epochs * EPOCH_FACTOR) if self.multigrid else self.epochs
+        """Epochs the run trains for: multigrid's schedule ends where its last phase does (about
+        EPOCH_FACTOR times the epochs, far cheaper each), as the reference's MAX_EPOCH."""
+        return multigrid.schedule(self.epochs)[-1].end if self.multigrid else self.epochs
 
     @property
     def base_lr(self) -> float:

@@ -77,7 +77,7 @@ def test_a_multigrid_run_trains_its_epochs_with_fewer_steps(synth, tmp_path):
                    "--workers", "0", "--out", str(run), "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["epochs"] == 3  # 1.5x the epochs given
+    assert summary["epochs"] == 3 == multigrid.schedule(2)[-1].end  # 1.5x the epochs given
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "step" in r]
     per_epoch = {e: sum(1 for r in steps if r["epoch"] == e) for e in (1, 2, 3)}
@@ -108,8 +108,18 @@ def test_a_killed_multigrid_run_resumes_bit_exact(synth, tmp_path):
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert load_checkpoint(run / "checkpoint.pt")["run_state"]["epoch"] < 4  # of round(1.5 x 3) = 4: unfinished
+    assert load_checkpoint(run / "checkpoint.pt")["run_state"]["epoch"] < 4  # of the schedule's 4: unfinished
     resumed = sfcli("train", *args, "--out", str(run))
     assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr
     a, b = (load_checkpoint(f / "checkpoint.pt")["model"] for f in (tmp_path / "whole", run))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_trains_to_the_end_of_its_last_phase():
+    """The run's epochs are where the schedule ends (the reference's MAX_EPOCH), not 1.5x rounded
+    apart from it: for 5 epochs the phases end at 7, where round(7.5) would be 8."""
+    from sfcli.recipe import TrainConfig
+
+    for epochs in (1, 5, 8, 13, 239):
+        assert TrainConfig(epochs=epochs, multigrid=True).run_epochs == multigrid.schedule(epochs)[-1].end
+    assert TrainConfig(epochs=5, multigrid=True).run_epochs == 7
