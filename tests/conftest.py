@@ -83,3 +83,17 @@ def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     write_dataset(root, classes=4, train_per_class=4, val_per_class=2, size=(48, 48), frames=40)
     return root
+
+
+@pytest.fixture(scope="session")
+def corpus(synth, tmp_path_factory):
+    """For the bad-input tests (tests/badinputs.py): a finished tiny run, one good video, and a
+    folder for the bad files."""
+    from badinputs import TINY
+
+    root = tmp_path_factory.mktemp("bad")
+    run = root / "run"
+    result = sfcli("train", "--data", str(synth), *TINY, "--out", str(run))
+    assert result.returncode == 0, result.stderr
+    video = sorted((synth / "val").rglob("*.mp4"))[0]
+    return {"root": root, "run": run, "video": video, "synth": synth}
