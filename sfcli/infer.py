@@ -18,6 +18,7 @@ import torch
 from sfcli.data import test_views
 from sfcli.decode import file_problem, probe
 from sfcli.errors import VideoError
+from sfcli.evaluation import BadVideo
 from sfcli.predict import Predictor, view_probabilities
 from sfcli.videolist import VIDEO_EXTENSIONS
 
@@ -131,14 +132,16 @@ def video_paths(inputs) -> list[Path]:
 
 def infer_many(predictor: Predictor, inputs, top_k: int = 5, window=None, stride=None, decoder: str = "auto",
                on_window=None):
-    """Yield (path, result, None) or (path, None, reason) for every video: one that cannot be
-    read does not stop the others. `on_window` as for infer_video."""
+    """Yield (path, result, None) or (path, None, BadVideo) for every video: one that cannot be
+    read does not stop the others. A BadVideo has the decoders' messages as details where they
+    ran, none where the file was refused before (missing, empty, a FIFO...). `on_window` as for
+    infer_video."""
     for path in video_paths(inputs):
         problem = file_problem(path)
         if problem:
-            yield path, None, problem
+            yield path, None, BadVideo(str(path), problem)
             continue
         try:
             yield path, infer_video(predictor, path, top_k, window, stride, decoder, on_window), None
         except VideoError as err:
-            yield path, None, f"cannot be decoded ({err})"
+            yield path, None, BadVideo.of(path, err.reason)

@@ -222,6 +222,11 @@ def test_json_keeps_the_decoders_own_messages_and_the_warnings(corpus, capsys):
     assert bad["details"].startswith("decord: Error reading") and "; pyav: " in bad["details"]
     assert result["warnings"] == [f"{listed}: 1 duplicate row (first: line 3) read once"]
 
+    # infer, where every video fails: exit 1, the one line, and the video in the JSON as eval lists it.
+    code, stderr, out = run_in_process(infer(corpus, text, "--json"), capsys)
+    assert code == 1 and stderr.splitlines() == [f"sfcli: {text}: cannot be decoded (not a video file)"]
+    assert json.loads(out) == [bad]
+
     code, stderr, out = run_in_process(infer(corpus, frames_cut_off(corpus), "--window", "1", "--json"), capsys)
     assert code == 0 and stderr == ""
     windows = json.loads(out)[0]["windows"]

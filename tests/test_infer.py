@@ -73,7 +73,8 @@ def test_a_folder_with_one_bad_video_gives_two_results_one_error_line_and_exit_1
     root, _, _ = videos
     result, out = infer_json(str(root / "folder"), "--checkpoint", str(four_class), "--views", "1x1")
     assert result.returncode == 1
-    assert sorted(Path(r["video"]).name for r in out) == ["good0.mp4", "good1.mp4"]
+    assert [Path(r.get("video") or r["path"]).name for r in out] == ["bad.mp4", "good0.mp4", "good1.mp4"]
+    assert out[0]["reason"] == "not a video file" and "pyav: " in out[0]["details"]
     errors = result.stderr.strip().splitlines()
     assert len(errors) == 1 and "bad.mp4" in errors[0] and "cannot be decoded" in errors[0]
     assert "Traceback" not in result.stderr
@@ -84,7 +85,11 @@ def test_each_unreadable_video_is_named_with_its_reason_and_the_rest_are_scored(
     bad = {"empty.mp4": "empty file", "text.mp4": "cannot be decoded", "missing.mp4": "no such file"}
     result, out = infer_json(*(str(root / name) for name in bad), str(good[0]), "--checkpoint", str(four_class),
                              "--views", "1x1")
-    assert result.returncode == 1 and [r["video"] for r in out] == [str(good[0])]
+    assert result.returncode == 1 and out[-1]["video"] == str(good[0])
+    # Listed as eval lists an excluded video: the decoders' messages where they ran.
+    assert [(Path(r["path"]).name, r["reason"], bool(r["details"])) for r in out[:-1]] == [
+        ("empty.mp4", "empty file (0 bytes)", False), ("text.mp4", "not a video file", True),
+        ("missing.mp4", "no such file", False)]
     errors = result.stderr.strip().splitlines()
     assert len(errors) == 3 and "Traceback" not in result.stderr
     for line, (name, reason) in zip(errors, bad.items()):

@@ -10,6 +10,7 @@ import click
 from sfcli import infer as sfinfer
 from sfcli.cli.common import UserError, parse_views, print_json, print_table, print_warnings, track
 from sfcli.console import Reporter
+from sfcli.evaluation import BadVideo
 from sfcli.hub import DEFAULT_WEIGHTS
 from sfcli.infer import VideoPrediction
 from sfcli.predict import HEAD_POOLS, load_predictor
@@ -38,7 +39,8 @@ from sfcli.predict import HEAD_POOLS, load_predictor
               help="Write the video again with each window's top labels drawn on it (one video only).")
 @click.option("--timeline", type=click.Path(dir_okay=False),
               help="Write each window's top labels as CSV: start, end, label, score (one video only).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON list of results.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON list: each video's result, or its path, reason and details where it was not scored.")
 def infer(videos, checkpoint, weights, arch, onnx, labels, top_k, views, window, stride, device, decoder, head_pool,
           render, timeline, as_json):
     """Top-k labels of videos (files or folders), and per time window with --window."""
@@ -67,10 +69,11 @@ def infer(videos, checkpoint, weights, arch, onnx, labels, top_k, views, window,
     results, failed = [], 0
     with Reporter() as reporter:
         scored = list(sfinfer.infer_many(predictor, videos, top_k, window, stride, decoder, track(reporter, "score")))
-    for path, result, error in scored:
-        if error:
+    for _, result, bad in scored:
+        if bad:
             failed += 1
-            click.echo(f"sfcli: {path}: {error}", err=True)
+            click.echo(failure_line(bad), err=True)
+            results.append(bad.to_json())  # as eval's JSON lists an excluded video
             continue
         results.append(result.to_json())
         if timeline:
@@ -86,6 +89,12 @@ def infer(videos, checkpoint, weights, arch, onnx, labels, top_k, views, window,
         print_json(results)
     if failed:
         raise click.exceptions.Exit(1)
+
+
+def failure_line(bad: BadVideo) -> str:
+    """A video not scored, in one line: where the decoders ran (their messages are its details),
+    it cannot be decoded; otherwise the file itself is the problem (missing, empty, a FIFO...)."""
+    return f"sfcli: {bad.path}: " + (f"cannot be decoded ({bad.reason})" if bad.details else bad.reason)
 
 
 def print_prediction(result: VideoPrediction):
