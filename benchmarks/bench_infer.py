@@ -33,10 +33,12 @@ import numpy as np
 import torch
 import torchvision.transforms
 import torchvision.transforms._functional_tensor
+from machine import conv_peak_gflops, cpu_name
 from rich.console import Console
 from rich.table import Table
 
 from sfcli import checkpoint as ck
+from sfcli.cost import count_gflops
 from sfcli.files import save_checkpoint
 from sfcli.layouts import translate
 from sfcli.model import SlowFast
@@ -53,6 +55,7 @@ with warnings.catch_warnings():
     from pytorchvideo.models import hub
 
 ARCH = "slowfast_8x8_r50"  # PyTorchVideo's hub slowfast_r50
+VIEWS = 30  # 10 clips x 3 crops, all distinct in a 10-second video
 FPS, SECONDS, HEIGHT, WIDTH = 30, 10, 256, 340
 
 
@@ -176,7 +179,13 @@ def main():
                 top5[name] = ([p["label"] for p in result[0]["predictions"]] if name == "sfcli"
                               else [classes[i] for i in result])
     seconds = {name: round(statistics.median(t), 2) for name, t in times.items()}
+    # The network's FLOPs for 30 views (a multiply-add is 2), per second of the whole run.
+    flops = 2 * count_gflops(build_config(ARCH), args.crop) * VIEWS
+    peak = conv_peak_gflops(torch.device("cpu"))
     result = {
+        "cpu": cpu_name(), "conv_peak_gflops": round(peak),
+        "gflops": {name: round(flops / s) for name, s in seconds.items()},
+        "peak_fraction": {name: round(flops / s / peak, 3) for name, s in seconds.items()},
         "video": f"{SECONDS} s, {WIDTH}x{HEIGHT}, {FPS} fps, H.264", "views": "10x3", "crop": args.crop,
         "arch": ARCH, "threads": torch.get_num_threads(), "torch": torch.__version__, "seconds": seconds,
         "ratio": round(seconds["reference"] / seconds["sfcli"], 2), "top5": top5,
@@ -193,15 +202,19 @@ def main():
 
 def print_table(result: dict, crop: int):
     table = Table(title=f"sfcli infer vs the PyTorchVideo tutorial pipeline, each a process of its own: "
-                        f"{result['video']}, 10x3 views at {crop}², {ARCH}, {result['threads']} threads")
-    for column in ("pipeline", "seconds per video", "top-1", "speed-up"):
+                        f"{result['video']}, 10x3 views at {crop}², {ARCH}, {result['cpu']}, "
+                        f"{result['threads']} threads")
+    for column in ("pipeline", "seconds per video", "top-1", "speed-up", "network GFLOP/s", "of conv peak"):
         table.add_column(column)
     for name, label in PIPELINES.items():
         seconds = result["seconds"][name]
         speedup = result["seconds"]["reference"] / seconds
-        table.add_row(label, f"{seconds:.2f}", result["top5"][name][0], f"{speedup:.2f}x")
+        table.add_row(label, f"{seconds:.2f}", result["top5"][name][0], f"{speedup:.2f}x",
+                      str(result["gflops"][name]), f"{result['peak_fraction'][name]:.0%}")
     Console().print(table)
-    Console().print(f"top-1 agrees: {result['top1_agree']}; top-5 labels agree: {result['top5_agree']}")
+    Console().print(f"top-1 agrees: {result['top1_agree']}; top-5 labels agree: {result['top5_agree']}; conv peak "
+                    f"(machine.conv_peak_gflops) {result['conv_peak_gflops']} GFLOP/s; network GFLOP/s: the 30 views' "
+                    "FLOPs over the whole run's seconds (start, decoding and loading included)")
 
 
 if __name__ == "__main__":

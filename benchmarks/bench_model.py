@@ -37,7 +37,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from machine import cpu_name
+from machine import conv_peak_gflops, counted_flops, cpu_name
 from rich.console import Console
 from rich.table import Table
 
@@ -178,7 +178,8 @@ def time_pair(run_ours, run_reference, iters: int, warmup: int, device) -> tuple
     return statistics.median(times[0]), statistics.median(times[1])
 
 
-def bench_row(arch, mode, precision, memory_format, args, device) -> dict:
+def bench_row(arch, mode, precision, memory_format, args, device, peak: float) -> dict:
+    """One row; `peak` is the device's conv GFLOP/s at this precision (machine.conv_peak_gflops)."""
     cfg = build_config(arch)
     ours, reference = twin_models(arch, args.crop)
     if mode == "infer":
@@ -214,13 +215,19 @@ def bench_row(arch, mode, precision, memory_format, args, device) -> dict:
         calls = [lambda r=r: r.train_step(clip, labels) for r in runners]
     else:
         calls = [lambda r=r: r.infer(clip) for r in runners]
+    # The same function has the same FLOPs; counted on the reference, whose convs are all aten's
+    # (the counter does not see the oneDNN ops of sfcli's inference network).
+    flops = counted_flops(calls[1])
     seconds = time_pair(*calls, args.iters, args.warmup, device)
     rates = [args.batch / s for s in seconds]
+    gflops = [flops / s / 1e9 for s in seconds]
     return {
         "arch": arch, "mode": mode, "precision": precision, "memory_format": memory_format,
         "compile": args.compile, "fuse_bn": mode == "infer" and not args.no_fuse_bn,
         "sfcli_clips_per_s": rates[0], "reference_clips_per_s": rates[1], "ratio": rates[0] / rates[1],
         "max_rel_error": error, "reference_max_rel_error": reference_error,
+        "sfcli_gflops": gflops[0], "reference_gflops": gflops[1],
+        "sfcli_peak_fraction": gflops[0] / peak, "reference_peak_fraction": gflops[1] / peak, "conv_peak_gflops": peak,
     }
 
 
@@ -274,33 +281,41 @@ def main():
     precisions = [q for p in args.precision for q in (auto if p == "auto" else [p])]
     keep_freed_memory()
 
+    peaks = {precision: conv_peak_gflops(device, DTYPES[precision]) for precision in precisions}
     rows = []
     for arch in args.arch:
         for mode in args.modes:
             for precision in precisions:
                 for memory_format in args.memory_formats:
-                    rows.append(bench_row(arch, mode, precision, memory_format, args, device))
+                    rows.append(bench_row(arch, mode, precision, memory_format, args, device, peaks[precision]))
     settings = {"batch": args.batch, "crop": args.crop, "iters": args.iters, "warmup": args.warmup,
                 "compile": args.compile, "device": str(device)}
     if args.json:
-        print(json.dumps({"settings": settings, "environment": environment(device), "rows": rows}, indent=2))
+        print(json.dumps({"settings": settings, "environment": environment(device), "conv_peak_gflops": peaks,
+                          "rows": rows}, indent=2))
         return
     env = environment(device)
     table = Table(title=f"{env['device']}, torch {env['torch']}, {env['threads']} threads: batch {args.batch}, "
                         f"{args.crop}² crop, median of {args.iters} after {args.warmup} warm-up"
                         + (", torch.compile" if args.compile else ""))
     for column in ("model", "mode", "precision", "memory format", "sfcli clips/s", "reference clips/s",
-                   "sfcli/reference", "rel err sfcli / ref"):
-        table.add_column(column, justify="right" if "clips" in column or "/" in column or "err" in column else "left")
+                   "sfcli/reference", "GFLOP/s sfcli / ref", "of conv peak", "rel err sfcli / ref"):
+        left = column in ("model", "mode", "precision", "memory format")
+        table.add_column(column, justify="left" if left else "right")
     for row in rows:
         mode = row["mode"] + (" (fused BN)" if row["fuse_bn"] else "")
         table.add_row(row["arch"], mode, row["precision"], row["memory_format"], f"{row['sfcli_clips_per_s']:.2f}",
                       f"{row['reference_clips_per_s']:.2f}", f"{row['ratio']:.2f}x",
+                      f"{row['sfcli_gflops']:.0f} / {row['reference_gflops']:.0f}",
+                      f"{row['sfcli_peak_fraction']:.0%} / {row['reference_peak_fraction']:.0%}",
                       f"{row['max_rel_error']:.1e} / {row['reference_max_rel_error']:.1e}")
     console = Console()
     if not console.is_terminal:  # a pipe or a file: print the table whole, not squeezed to 80 columns
         console = Console(width=200)
     console.print(table)
+    console.print("conv peak (machine.conv_peak_gflops, forward of the network's widest convs): "
+                  + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in peaks.items())
+                  + "; GFLOP/s counts the convolutions and matrix products of a call, forward and backward")
 
 
 if __name__ == "__main__":
