@@ -70,9 +70,11 @@ def read_clips(path, clip: ClipConfig, starts: list[float], short_side: int, dec
     return clips, num_frames, fps
 
 
-def _decode_clips(path, pick, decoder: str | FrameCache, seconds, resize) -> tuple[torch.Tensor, int, float]:
+def _decode_clips(path, pick, decoder: str | FrameCache, seconds, resize,
+                  notes: list[str] | None = None) -> tuple[torch.Tensor, int, float]:
     """(frames (N, H, W, C) that pick(num_frames, fps) chooses, resized as they arrive, frame count,
-    frame rate); with `seconds`, pick sees only that part of the video and its indices count from its start."""
+    frame rate); with `seconds`, pick sees only that part of the video and its indices count from
+    its start. `notes`: as for sfcli.decode.decode."""
     found = {}
 
     def pick_in_window(num_frames, fps):
@@ -83,22 +85,23 @@ def _decode_clips(path, pick, decoder: str | FrameCache, seconds, resize) -> tup
             end = max(first + 1, min(num_frames, math.ceil(seconds[1] * fps)))
         return [first + i for i in pick(end - first, fps)]
 
-    return read_frames(path, pick_in_window, decoder, resize), found["num_frames"], found["fps"]
+    return read_frames(path, pick_in_window, decoder, resize, notes), found["num_frames"], found["fps"]
 
 
-def test_views(path, clip: ClipConfig, decoder: str | FrameCache = "auto",
-               seconds=None) -> tuple[torch.Tensor, int, float]:
+def test_views(path, clip: ClipConfig, decoder: str | FrameCache = "auto", seconds=None,
+               notes: list[str] | None = None) -> tuple[torch.Tensor, int, float]:
     """The reference's test views of one video (or of `seconds` of it): clip.num_clips clips x
     clip.num_crops crops, uint8 (views, C, T, test_crop, test_crop), clip-major, decoded once;
     with the video's frame count and frame rate. Clip frames, resize and crops are PySlowFast's
-    (sfcli.transforms: view_clip_indices, scale_short_side, three_crops)."""
+    (sfcli.transforms: view_clip_indices, scale_short_side, three_crops). `notes` gets what the
+    decoder did otherwise than asked (sfcli.decode.decode)."""
     n = clip.num_clips
 
     def pick(num_frames, fps):
         return [i for k in range(n) for i in view_clip_indices(num_frames, fps, clip.frames, clip.stride, k, n)]
 
     resize = partial(scale_short_side, size=clip.test_short)
-    frames, num_frames, fps = _decode_clips(path, pick, decoder, seconds, resize)
+    frames, num_frames, fps = _decode_clips(path, pick, decoder, seconds, resize, notes)
     frames = frames.permute(0, 3, 1, 2)  # (N*T, C, H, W)
     clips = frames.reshape(n, clip.frames, *frames.shape[1:]).transpose(1, 2)
     views = three_crops(clips, clip.test_crop, clip.num_crops)  # M x (N, C, T, crop, crop)
@@ -111,7 +114,7 @@ class VideoDataset(torch.utils.data.Dataset):
     """Clips of a VideoList. Items are dicts:
     train: {"clip": uint8 (C, T, crop, crop), "label", "index", "failures": [(index, reason)]}
     test:  {"clip": uint8 (views, C, T, test_crop, test_crop) or None, "label", "index", "error",
-            "note": ClipConfig.short_video's, or None}
+            "notes": [ClipConfig.short_video's, the decoder's]: why frames are repeated}
 
     Training randomness comes from (seed, epoch, index) only, so that a resumed run and any
     number of loader workers see the same clips. Videos that fail are flagged in a tensor in
@@ -169,10 +172,12 @@ class VideoDataset(torch.utils.data.Dataset):
         return {"clip": clip.contiguous(), "label": self.videos.labels[index], "index": index, "failures": failures}
 
     def _test_item(self, index: int) -> dict:
-        item = {"clip": None, "label": self.videos.labels[index], "index": index, "error": None, "note": None}
+        item = {"clip": None, "label": self.videos.labels[index], "index": index, "error": None, "notes": []}
+        decoder_notes = []
         try:
-            item["clip"], num_frames, fps = test_views(self.videos.paths[index], self.clip, self.decoder)
-            item["note"] = self.clip.short_video(num_frames, fps)
+            item["clip"], num_frames, fps = test_views(self.videos.paths[index], self.clip, self.decoder,
+                                                       notes=decoder_notes)
+            item["notes"] = [n for n in (self.clip.short_video(num_frames, fps), *decoder_notes) if n]
         except VideoError as e:
             item["error"] = str(e)
         return item
@@ -187,7 +192,7 @@ def collate(items: list[dict]) -> dict:
         "label": torch.tensor([it["label"] for it in good], dtype=torch.long),
         "index": torch.tensor([it["index"] for it in good], dtype=torch.long),
         "failures": [f for it in items for f in it.get("failures", [])],
-        "notes": [(it["index"], it["note"]) for it in good if it.get("note")],
+        "notes": [(it["index"], note) for it in good for note in it.get("notes", ())],
     }
     batch["failures"] += [(it["index"], it["error"]) for it in items if it.get("error")]
     return batch

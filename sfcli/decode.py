@@ -58,6 +58,12 @@ def in_order(frames: torch.Tensor, wanted: list[int], indices: list[int]) -> tor
     return frames[[position[i] for i in indices]]
 
 
+def with_stand_ins(frames: torch.Tensor, decoded: list[int], indices: list[int]) -> torch.Tensor:
+    """in_order, the last decoded frame standing in for each index that did not decode."""
+    present = set(decoded)
+    return in_order(frames, decoded, [i if i in present else decoded[-1] for i in indices])
+
+
 def _decode_decord(path: Path, pick_indices, resize):
     with _native_stderr_silenced():
         reader = decord.VideoReader(str(path), num_threads=1)
@@ -121,13 +127,12 @@ def _decode_pyav(path: Path, pick_indices, resize):
             got = _pyav_frames(container, stream, wanted, fps, False, resize)
     if not got:
         raise VideoError("no frame could be decoded")
-    # A container that overstates its length: the last decoded frame stands in for the rest.
-    last = got[max(got)]
-    return torch.stack([got.get(i, last) for i in wanted]), wanted, indices
+    decoded = sorted(got)  # fewer than wanted where the container overstates its length
+    return torch.stack([got[i] for i in decoded]), decoded, indices
 
 
 # Decoders by name; each takes (path, pick_indices, resize) and returns (frames of the distinct
-# wanted indices, resized, those indices sorted, the indices as asked).
+# wanted indices that decoded, resized; those indices, sorted; the indices as asked).
 BACKENDS = {"decord": _decode_decord, "pyav": _decode_pyav}
 
 
@@ -209,29 +214,39 @@ def describe(path: Path, messages: list[str]) -> str:
     return first if len(first) <= 80 else first[:79] + "…"
 
 
-def decode(path, pick_indices, decoder: str = "auto", resize=None) -> torch.Tensor:
+def decode(path, pick_indices, decoder: str = "auto", resize=None, notes: list[str] | None = None) -> torch.Tensor:
     """Frames (len(indices), H, W, 3) uint8 of one video, where pick_indices(num_frames, fps)
     chooses them; each distinct frame is decoded once, and resized ((N, C, H, W) -> (N, C, h, w))
     as it arrives, so that memory follows the output size, not the video's. "auto" is decord, then
     PyAV where decord is missing or fails on the file. Raises VideoError with one reason for
-    people and the decoders' own messages as its details."""
+    people and the decoders' own messages as its details. Where fewer frames decode than the
+    container says (PyAV reads a file cut short up to its end), the last decoded frame stands in
+    for the missing ones, and `notes`, where given, gets a line that says so."""
     if decoder == "decord" and decord is None:
         raise VideoError("decord is not installed")
     problem = file_problem(path)
     if problem:
         raise VideoError(problem)
     names = [n for n in ("decord", "pyav") if n != "decord" or decord is not None] if decoder == "auto" else [decoder]
-    messages = []
+    messages, promised = [], {}
+
+    def pick(num_frames, fps):
+        promised["frames"] = num_frames
+        return pick_indices(num_frames, fps)
+
     for name in names:
         try:
-            frames, wanted, indices = BACKENDS[name](Path(path), pick_indices, resize)
+            frames, decoded, indices = BACKENDS[name](Path(path), pick, resize)
         except Interrupted:  # a signal arrived while decoding: the file is not to blame
             raise
         except Exception as e:  # decoders raise many types; each says why this file is bad
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             messages.append(f"{name}: {message}")
             continue
-        return in_order(frames, wanted, indices)
+        if notes is not None and len(decoded) < len(set(indices)):
+            notes.append(f"fewer frames decode than the {promised['frames']} its container says: "
+                         "the last decoded frame is repeated")
+        return with_stand_ins(frames, decoded, indices)
     raise VideoError(describe(Path(path), messages), "; ".join(messages))
 
 

@@ -54,7 +54,8 @@ class VideoScores:
     scores: torch.Tensor  # (videos, classes) float32
     views: str  # "CLIPSxCROPS", or several joined by "+" once combined
     excluded_videos: tuple[BadVideo, ...] = ()
-    warnings: tuple[str, ...] = ()  # videos scored from repeated frames (shorter than a clip's span)
+    # Videos scored from repeated frames: shorter than a clip's span, or fewer frames than their container says.
+    warnings: tuple[str, ...] = ()
 
     @property
     def multi_label(self) -> bool:
@@ -137,7 +138,7 @@ def score_videos(model: SlowFast, videos: VideoList, clip: ClipConfig, device: t
                  description: str = "eval") -> VideoScores:
     """Every video's views (clip.num_clips uniform clips x clip.num_crops crops) through the
     network, probabilities averaged per video. Videos that fail to decode are excluded and
-    listed, and videos shorter than a clip's span named in `warnings`. Under torchrun each process
+    listed, and videos scored from repeated frames named in `warnings`. Under torchrun each process
     scores every world-th video and the scores are gathered: every video counted exactly once."""
     rank, world_size = world()
     model.eval()

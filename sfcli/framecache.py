@@ -20,15 +20,15 @@ from sfcli.errors import VideoError
 
 
 def _all_frames(path, decoder: str):
-    """(every frame (N, H, W, 3) uint8, fps), or the reason the video does not decode."""
-    found = {}
+    """(every frame (N, H, W, 3) uint8, fps, decode's notes), or the reason the video does not decode."""
+    found, notes = {}, []
 
     def every_frame(num_frames, fps):
         found["fps"] = fps
         return list(range(num_frames))
 
     try:
-        return decode(path, every_frame, decoder), found["fps"]
+        return decode(path, every_frame, decoder, notes=notes), found["fps"], tuple(notes)
     except VideoError as e:
         return str(e)
 
@@ -45,9 +45,9 @@ class _Videos(torch.utils.data.Dataset):
 
 
 class FrameCache:
-    """Decoded frames by path; `read` answers as a decoder backend does."""
+    """Decoded frames by path, with what decode noted of each; `read` answers as decode does."""
 
-    def __init__(self, entries: dict[Path, tuple[torch.Tensor, float] | str], decoder: str):
+    def __init__(self, entries: dict[Path, tuple[torch.Tensor, float, tuple[str, ...]] | str], decoder: str):
         self.entries, self.decoder = entries, decoder
 
     @property
@@ -73,23 +73,26 @@ class FrameCache:
     def __contains__(self, path) -> bool:
         return Path(path) in self.entries
 
-    def read(self, path, pick_indices, resize=None) -> torch.Tensor:
-        """What sfcli.decode.decode(path, pick_indices, decoder, resize) returns for this video."""
+    def read(self, path, pick_indices, resize=None, notes: list[str] | None = None) -> torch.Tensor:
+        """What sfcli.decode.decode(path, pick_indices, decoder, resize, notes) returns for this video."""
         entry = self.entries[Path(path)]
         if isinstance(entry, str):
             raise VideoError(entry)
-        frames, fps = entry
+        frames, fps, decode_notes = entry
+        if notes is not None:
+            notes += decode_notes
         indices = pick_indices(len(frames), fps)
         wanted = sorted(set(indices))
         return in_order(resized(frames[wanted].numpy(), resize), wanted, indices)
 
 
-def read_frames(path, pick_indices, decoder: str | FrameCache = "auto", resize=None) -> torch.Tensor:
+def read_frames(path, pick_indices, decoder: str | FrameCache = "auto", resize=None,
+                notes: list[str] | None = None) -> torch.Tensor:
     """decode(), from the cache when `decoder` is one that holds the video."""
     if isinstance(decoder, FrameCache):
-        return decoder.read(path, pick_indices, resize) if path in decoder else \
-            decode(path, pick_indices, decoder.decoder, resize)
-    return decode(path, pick_indices, decoder, resize)
+        return decoder.read(path, pick_indices, resize, notes) if path in decoder else \
+            decode(path, pick_indices, decoder.decoder, resize, notes)
+    return decode(path, pick_indices, decoder, resize, notes)
 
 
 def run_videos(train_videos, val_videos) -> list[Path]:

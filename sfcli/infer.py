@@ -85,15 +85,19 @@ def infer_video(predictor: Predictor, path, top_k: int = 5, window: float | None
     num_frames, fps = probe(path, decoder)
     seconds = num_frames / fps
     short = p.clip.short_video(num_frames, fps)
-    warnings = [f"{path}: {short}"] if short else []
+    notes = [short] if short else []  # and the decoder's: each window may repeat them
 
     def predict(span=None):
-        views = test_views(path, p.clip, decoder, span)[0]
+        views = test_views(path, p.clip, decoder, span, notes)[0]
         return view_probabilities(p.model, views, p.clip, p.device).mean(0)
+
+    def warnings():
+        return tuple(f"{path}: {note}" for note in dict.fromkeys(notes))
 
     video = {"video": str(path), "seconds": round(seconds, 3), "fps": round(fps, 3)}
     if window is None:
-        return VideoPrediction(**video, predictions=top_labels(predict(), p.classes, top_k), warnings=tuple(warnings))
+        predictions = top_labels(predict(), p.classes, top_k)
+        return VideoPrediction(**video, predictions=predictions, warnings=warnings())
     total, windows = torch.zeros(len(p.classes)), []
     bounds = window_bounds(seconds, window, stride or window)
     for start, end in bounds:
@@ -111,11 +115,11 @@ def infer_video(predictor: Predictor, path, top_k: int = 5, window: float | None
         raise VideoError(failed[0].error, failed[0].details)
     if failed:
         spans = ", ".join(f"{w.start:.1f}-{w.end:.1f} s" for w in failed[:3]) + (", ..." if len(failed) > 3 else "")
-        warnings.append(f"{path}: {len(failed)} of {len(windows)} windows cannot be decoded ({spans}: "
-                        f"{failed[0].error}); the video's labels are those of the other {len(windows) - len(failed)}")
+        notes.append(f"{len(failed)} of {len(windows)} windows cannot be decoded ({spans}: {failed[0].error}); "
+                     f"the video's labels are those of the other {len(windows) - len(failed)}")
     # The whole video: the decoded windows weighted by the time they cover.
     return VideoPrediction(**video, predictions=top_labels(total / total.sum(), p.classes, top_k),
-                           windows=tuple(windows), warnings=tuple(warnings))
+                           windows=tuple(windows), warnings=warnings())
 
 
 def video_paths(inputs) -> list[Path]:

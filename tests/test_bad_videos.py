@@ -22,6 +22,10 @@ from badinputs import (
 )
 from conftest import sfcli
 
+from sfcli.data import ClipConfig, VideoDataset
+from sfcli.framecache import FrameCache
+from sfcli.videolist import read_video_list
+
 
 def fifo(corpus):
     path = corpus["root"] / "pipe.mp4"
@@ -61,6 +65,10 @@ def frames_cut_off(corpus):
     """The 3 s noise video without its last 40% of bytes: the index is whole, the last frames are gone."""
     data = noise_video(corpus, "whole.mp4").read_bytes()
     return write(corpus, "frames-cut-off.mp4", data[: len(data) * 6 // 10])
+
+
+# What PyAV's reading of frames_cut_off() is noted by: it decodes the frames left, and no more.
+CUT_SHORT = "fewer frames decode than the 90 its container says: the last decoded frame is repeated"
 
 
 def frames_zeroed(corpus):
@@ -116,12 +124,10 @@ VIDEO_CASES = [
 VIDEO_WARNING_CASES = [
     ("video-shorter-than-the-clip", lambda c: infer(c, short_video(c, 8), "--views", "2x1"),
      "short8.mp4: 8 frames, shorter than the 32-frame clip span: its last frame is repeated"),
-    ("window-frames-cut-off", lambda c: infer(c, frames_cut_off(c), "--window", "1"),
-     "1 of 3 windows cannot be decoded (2.0-3.0 s: truncated: the file ends before its last frames); "
-     "the video's labels are those of the other 2"),
-    ("window-frames-cut-off-rendered", lambda c: infer(c, frames_cut_off(c), "--window", "1", "--render",
-                                                       c["root"] / "rendered.mp4", "--timeline", c["root"] / "t.csv"),
-     "1 of 3 windows cannot be decoded"),
+    # PyAV reads a file cut short up to its end: its last clip is filled with the last frame read.
+    ("video-fewer-frames-than-its-container-says", lambda c: infer(c, frames_cut_off(c), "--views", "2x1",
+                                                                   "--decoder", "pyav"),
+     f"frames-cut-off.mp4: {CUT_SHORT}"),
 ]
 
 
@@ -133,6 +139,34 @@ def test_a_bad_video_ends_in_one_line(corpus, capsys, make, expected_code, words
 @pytest.mark.parametrize("make, words", cases(VIDEO_WARNING_CASES))
 def test_a_video_read_otherwise_than_it_is_says_so_in_one_line(corpus, capsys, make, words):
     warns_in_one_line(corpus, capsys, make, words)
+
+
+def test_windows_of_a_file_cut_short_say_which_did_not_decode_and_which_repeat_frames(corpus, capsys):
+    """Of the 1 s windows of the noise video cut short, the third has no frame left (named, and the
+    video's labels are the other two's) and the second ends in its last frame repeated: two
+    warning lines, drawn or not, and the same two in the JSON."""
+    video = frames_cut_off(corpus)
+    expected = [f"{video}: {CUT_SHORT}",
+                f"{video}: 1 of 3 windows cannot be decoded (2.0-3.0 s: truncated: the file ends before its last "
+                "frames); the video's labels are those of the other 2"]
+    drawn = ["--render", corpus["root"] / "rendered.mp4", "--timeline", corpus["root"] / "t.csv"]
+    code, stderr, _ = run_in_process(infer(corpus, video, "--window", "1", *drawn), capsys)
+    assert code == 0 and stderr.splitlines() == [f"sfcli: warning: {w}" for w in expected]
+    code, stderr, out = run_in_process(infer(corpus, video, "--window", "1", "--json"), capsys)
+    assert code == 0 and stderr == "" and json.loads(out)[0]["warnings"] == expected
+
+
+def test_fewer_frames_than_the_container_says_are_noted_by_eval_and_through_the_frame_cache(corpus, capsys):
+    video = frames_cut_off(corpus)
+    listed = write(corpus, "cut-short.txt", f"{video} 0\n")
+    code, stderr, out = run_in_process([*evaluate(corpus, listed), "--views", "2x1", "--decoder", "pyav", "--json"],
+                                       capsys)
+    assert code == 0 and json.loads(out)["warnings"] == [f"{video}: {CUT_SHORT}"]
+    videos = read_video_list(listed)
+    clip = ClipConfig(frames=32, stride=1, test_short=32, test_crop=32, num_clips=2, num_crops=1)  # to the last frame
+    cache = FrameCache.build(videos.paths, "pyav", budget_mb=64, workers=0)
+    for decoder in ("pyav", cache):
+        assert VideoDataset(videos, clip, train=False, decoder=decoder)[0]["notes"] == [CUT_SHORT]
 
 
 def test_a_video_one_clip_span_long_is_not_short(corpus, capsys):
