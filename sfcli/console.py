@@ -10,6 +10,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sfcli.distributed import is_main_process
 
 
+def warning_line(warning: str) -> str:
+    """What was done otherwise than asked, that the user should know, as sfcli says it."""
+    return f"sfcli: warning: {warning}"
+
+
 def make_console(stderr: bool = False) -> Console:
     """A rich console; piped output (logs, CI, tests) gets wide lines instead of 80 columns."""
     stream = sys.stderr if stderr else sys.stdout
@@ -29,6 +34,7 @@ class Reporter:
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=self.console, transient=True, disable=not (self.enabled and self.console.is_terminal),
         )
+        self.warned = set()
 
     def __enter__(self):
         self.progress.start()
@@ -49,3 +55,11 @@ class Reporter:
     def print(self, *args, **kwargs):
         if self.enabled:
             self.console.print(*args, **kwargs)
+
+    def warn(self, warnings) -> None:
+        """Each warning one line, the first time this reporter meets it (a run validates the same
+        videos every epoch); as written, paths and all: no markup, no wrapping."""
+        for warning in warnings:
+            if self.enabled and warning not in self.warned:
+                self.warned.add(warning)
+                self.console.out(warning_line(warning), highlight=False)

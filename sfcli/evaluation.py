@@ -190,9 +190,12 @@ def summarize(scores: VideoScores, seconds: float = 0.0) -> EvalResult:
 def evaluate(model: SlowFast, videos: VideoList, clip: ClipConfig, device: torch.device, batch_size: int = 4,
              workers: int = 2, amp: bool = False, decoder: str = "auto", reporter: Reporter | None = None,
              description: str = "eval") -> EvalResult:
-    """The paper's test (see `score_videos`), summarized."""
+    """The paper's test (see `score_videos`), summarized; the reporter says which videos were
+    scored from repeated frames (once each: see Reporter.warn)."""
     began = time.perf_counter()
     scores = score_videos(model, videos, clip, device, batch_size, workers, amp, decoder, reporter, description)
+    if reporter is not None:
+        reporter.warn(scores.warnings)
     return summarize(scores, round(time.perf_counter() - began, 2))
 
 

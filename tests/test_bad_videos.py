@@ -177,6 +177,17 @@ def test_a_video_one_clip_span_long_is_not_short(corpus, capsys):
         "its last frame is repeated"]
 
 
+def test_train_says_once_which_validation_videos_repeat_frames(corpus, tmp_path, capsys):
+    """Validated after each of two epochs and tested at the end: the short video's line, once."""
+    short = short_video(corpus, 8)
+    listed = write(corpus, "val-with-a-short-video.txt", f"{corpus['video']} 0\n{short} 1\n")
+    code, stderr, _ = run_in_process(["train", "--data", str(corpus["synth"]), "--val-data", str(listed), *TINY,
+                                      "--epochs", "2", "--out", str(tmp_path / "run")], capsys)
+    assert code == 0, stderr
+    assert [line for line in stderr.splitlines() if "warning" in line] == [
+        f"sfcli: warning: {short}: 8 frames, shorter than the 32-frame clip span: its last frame is repeated"]
+
+
 def video_4k(corpus) -> Path:
     """Ten 3840x2160 frames: kept whole for each of 10x3 views' 160 frames, they were 3.7 GB."""
     import av

@@ -12,7 +12,7 @@ import click
 from rich.table import Table
 
 from sfcli import model_config, presets
-from sfcli.console import Reporter, make_console
+from sfcli.console import Reporter, make_console, warning_line
 from sfcli.distributed import is_main_process
 from sfcli.errors import ConfigError
 from sfcli.evaluation import EvalResult
@@ -151,7 +151,7 @@ def print_eval(result: EvalResult, per_class: bool = True):
 def print_warnings(warnings):
     """One line each on stderr (rank 0 only): what was done otherwise than asked, that the user should know."""
     for warning in warnings if is_main_process() else ():
-        click.echo(f"sfcli: warning: {warning}", err=True)
+        click.echo(warning_line(warning), err=True)
 
 
 def print_bad_videos(bad, title: str):
