@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -255,3 +256,21 @@ def test_wide_pathways_run_ndhwc_narrow_ones_ncdhw():
     assert r50.fast.stages[0][0].branch2[0][0].weight.is_contiguous(memory_format=ndhwc)
     assert tiny.laterals[0].conv[0].weight.is_contiguous()
 
+
+
+@pytest.mark.parametrize("capability, narrow_format", [("avx2", "channels_last_3d"), ("avx512", "contiguous_format")])
+def test_narrow_pathway_memory_format_follows_the_cpu_kernels(capability, narrow_format):
+    """slowfast_tiny's 2-channel Fast pathway runs NCDHW where torch's CPU kernels are AVX-512
+    ones and NDHWC where they are AVX2 ones; the wide pathways NDHWC everywhere. A fresh process,
+    because torch reads ATEN_CPU_CAPABILITY once."""
+    probe = ("import torch; from sfcli.presets import create_model; "
+             "tiny, r50 = create_model('slowfast_tiny'), create_model('slowfast_8x8_r50'); "
+             "print(torch.backends.cpu.get_cpu_capability(), tiny.fast.memory_format, tiny.slow.memory_format, "
+             "r50.fast.memory_format)")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    found, fast, slow, r50_fast = out.split()
+    if found.lower() != capability:
+        pytest.skip(f"this CPU cannot run torch's {capability} kernels (it runs {found})")
+    assert fast == f"torch.{narrow_format}"
+    assert slow == r50_fast == "torch.channels_last_3d"
