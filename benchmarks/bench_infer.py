@@ -211,8 +211,11 @@ def print_table(result: dict, crop: int):
         speedup = result["seconds"]["reference"] / seconds
         table.add_row(label, f"{seconds:.2f}", result["top5"][name][0], f"{speedup:.2f}x",
                       str(result["gflops"][name]), f"{result['peak_fraction'][name]:.0%}")
-    Console().print(table)
-    Console().print(f"top-1 agrees: {result['top1_agree']}; top-5 labels agree: {result['top5_agree']}; conv peak "
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: print the table whole, not squeezed to 80 columns
+        console = Console(width=200)
+    console.print(table)
+    console.print(f"top-1 agrees: {result['top1_agree']}; top-5 labels agree: {result['top5_agree']}; conv peak "
                     f"(machine.conv_peak_gflops) {result['conv_peak_gflops']} GFLOP/s; network GFLOP/s: the 30 views' "
                     "FLOPs over the whole run's seconds (start, decoding and loading included)")
 
