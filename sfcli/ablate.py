@@ -103,15 +103,11 @@ def default_betas(base: ModelConfig) -> tuple[list[Fraction], list[Fraction]]:
     kept, dropped = [], []
     for b in map(Fraction, PAPER_BETAS):
         try:
-            variant_config(base, {"beta": b})
+            base.replace(beta=b)
             kept.append(b)
         except Exception:
             dropped.append(b)
     return kept, dropped
-
-
-def variant_config(base: ModelConfig, overrides: dict) -> ModelConfig:
-    return ModelConfig.from_dict({**base.to_dict(), **overrides})
 
 
 def cache_folder() -> Path:
@@ -144,7 +140,7 @@ def run_study(study: str, out: Path, train_videos: VideoList, val_videos: VideoL
     The variants change the network of preset `arch`, or with `init` that of its weights (which
     they start from), with `model_overrides` applied first."""
     out = Path(out)
-    base = variant_config(init.config if init else build_config(arch), model_overrides)
+    base = (init.config if init else build_config(arch)).replace(**model_overrides)
     rows = []
     todo = variants(study, betas)
     reporter = reporter or Reporter()
@@ -153,7 +149,7 @@ def run_study(study: str, out: Path, train_videos: VideoList, val_videos: VideoL
         with reporter:
             frames = cached_decoder(run_videos(train_videos, val_videos), train_cfg, reporter)
     for n, variant in enumerate(todo, 1):
-        cfg = variant_config(base, {**variant.overrides, "num_classes": len(train_videos.classes)})
+        cfg = base.replace(**variant.overrides, num_classes=len(train_videos.classes))
         clip = clip_config(cfg, arch, crop, views)
         reporter.print(f"[{n}/{len(todo)}] {variant.label}")
         summary = train(out / variant.key, train_videos, cfg, clip, train_cfg, val_videos, arch, reporter,

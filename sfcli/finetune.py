@@ -180,7 +180,7 @@ def prepare_init(path, run, num_classes: int, arch: str | None = None, explicit:
     weights, info = read_checkpoint(path, arch)
     _check_options(info.config, explicit, path)
     free = {k: v for k, v in explicit.items() if k in FREE_FIELDS}
-    config = ModelConfig.from_dict({**info.config.to_dict(), **free, "num_classes": num_classes})
+    config = info.config.replace(**free, num_classes=num_classes)
     head = _head_change(weights, info, num_classes, classes)
     if head != "kept":
         weights = _without_head(weights)
@@ -232,7 +232,7 @@ def read_shared_init(path, num_classes: int, arch: str | None = None, classes=No
     weights, info = read_checkpoint(path, arch)
     if _head_change(weights, info, num_classes, classes).endswith("other names"):
         weights = _without_head(weights)
-    config = ModelConfig.from_dict({**info.config.to_dict(), "num_classes": num_classes})
+    config = info.config.replace(num_classes=num_classes)
     return SharedInit(info.arch, config, _source(str(path), info, "kept"), weights)
 
 

@@ -123,6 +123,10 @@ class ModelConfig:
         d["nonlocal_res4"] = list(self.nonlocal_res4)
         return d
 
+    def replace(self, **changes) -> ModelConfig:
+        """This network with the named fields changed, checked as from_dict checks a saved one."""
+        return self.from_dict({**self.to_dict(), **changes})
+
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}

@@ -63,7 +63,7 @@ def build_config(arch: str, **overrides) -> ModelConfig:
     if arch not in PRESETS:
         raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    return ModelConfig.from_dict({**PRESETS[arch].model.to_dict(), **overrides})
+    return PRESETS[arch].model.replace(**overrides)
 
 
 def create_model(arch: str, **overrides) -> SlowFast:

@@ -187,7 +187,7 @@ def infer_config(state_dict: Mapping, arch: str | None = None, hints: dict | Non
     if not explicit and hints:
         values.update({k: v for k, v in hints.items() if k not in overrides})
     try:
-        config = ModelConfig.from_dict({**preset.to_dict(), **values, **overrides})
+        config = preset.replace(**{**values, **overrides})
     except ConfigError as err:
         raise CheckpointError(f"the inferred network is not valid: {err}") from None
     return (arch if explicit else _label(arch, config)), config

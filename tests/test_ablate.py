@@ -109,7 +109,7 @@ def test_init_loads_each_variant_the_tensors_that_fit_and_initialises_the_rest(t
     assert shared.arch == "slowfast_tiny" and shared.config.width == 8 and shared.config.num_classes == 4
     variants = ablate.variants("pathways") + ablate.variants("beta", [Fraction(1, 4)])
     for variant in variants:
-        cfg = ablate.variant_config(shared.config, {**variant.overrides, "num_classes": 4})
+        cfg = shared.config.replace(**variant.overrides, num_classes=4)
         tuning = shared.for_run(tmp_path / variant.key, cfg)
         torch.manual_seed(0)
         fresh = {k: v.clone() for k, v in SlowFast(cfg).state_dict().items()}

@@ -221,7 +221,7 @@ def ablate_command(study, data, val_data, prefix, labels, skip_missing, arch, cr
     overrides = {k: v for k in list(options) if k in MODEL_FIELDS and (v := options.pop(k)) is not None}
     if study == "beta" and betas is None:
         base = shared.config if shared else presets.build_config(arch)
-        betas, dropped = ablate.default_betas(ablate.variant_config(base, overrides))
+        betas, dropped = ablate.default_betas(base.replace(**overrides))
         if dropped:
             err_console.print(f"β {', '.join(map(str, dropped))} would leave {arch}'s Fast pathway without "
                               f"channels: left out (a larger --width keeps them)")
