@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 
 import torch
-from machine import cpu_name
+from machine import conv_peak_gflops, counted_flops, cpu_name
 from rich.console import Console
 from rich.table import Table
 from torch.profiler import ProfilerActivity, profile
@@ -111,6 +111,10 @@ def main():
                  "ms": e.self_cpu_time_total / 1e3 / args.steps} for e in by_shape[: args.top]]
 
     compiled = compile_cost(step, first, args.steps) if args.compile else None
+    # The step's convolutions and matrix products against the machine: their FLOPs (forward and
+    # backward) over the profiled step's time, and that as a fraction of the CPU's conv peak.
+    step_gflops = counted_flops(lambda: step(first)) / step_seconds / 1e9
+    peak = conv_peak_gflops(torch.device("cpu"))
 
     paths = videos.paths[: 16 * args.steps]
     cache = FrameCache.build(paths, "auto", budget_mb=4096)
@@ -124,7 +128,8 @@ def main():
     result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "pathway": args.pathway, "crop": clip.crop,
               "frames": clip.frames, "batch": 16, "profiled_step_ms": 1000 * step_seconds,
               "kinds_ms": {k: 1000 * v for k, v in sorted(times.items(), key=lambda kv: -kv[1])},
-              "heaviest_ops": heaviest, "loader": waits, "compile": compiled}
+              "heaviest_ops": heaviest, "loader": waits, "compile": compiled,
+              "step_gflops": step_gflops, "conv_peak_gflops": peak}
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -154,6 +159,8 @@ def main():
     console.print(table)
     console.print(ops)
     console.print(loader)
+    console.print(f"the step's convolutions and matrix products: {step_gflops:.0f} GFLOP/s over the whole step, "
+                  f"{step_gflops / peak:.0%} of this CPU's conv peak ({peak:.0f} GFLOP/s, machine.conv_peak_gflops)")
     if compiled:
         eager, fast = compiled["eager_step_ms"], compiled["compiled_step_ms"]
         payback = (f"it pays for itself after {compiled['compile_s'] * 1000 / (eager - fast):.0f} steps"
