@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sfcli.memory_formats import FormatConv3d, pathway_memory_format, stem_conv_format
 from sfcli.model_config import STAGE_BLOCKS, ModelConfig
 
 # Temporal kernel of conv1 and of the first conv of every bottleneck in res2..res5 (paper Table 1).
@@ -24,12 +25,17 @@ GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 class ConvBN(nn.Sequential):
     """A conv ("same" padding, no bias unless asked), its BN and, unless relu=False, a ReLU: the
     unit every pathway is built of. Its parts keep Sequential's keys (0, 1, 2), the state-dict
-    names the reference layouts map."""
+    names the reference layouts map. `conv_format`: the conv computes in that memory format
+    (sfcli.memory_formats), the rest in its input's."""
 
-    def __init__(self, c_in: int, c_out: int, kernel, stride=1, relu: bool = True, bias: bool = False):
+    def __init__(self, c_in: int, c_out: int, kernel, stride=1, relu: bool = True, bias: bool = False,
+                 conv_format: torch.memory_format | None = None):
         padding = tuple(k // 2 for k in kernel)
-        super().__init__(nn.Conv3d(c_in, c_out, tuple(kernel), stride=stride, padding=padding, bias=bias),
-                         nn.BatchNorm3d(c_out), *([nn.ReLU(inplace=True)] if relu else []))
+        conv_args = (c_in, c_out, tuple(kernel))
+        conv_kwargs = {"stride": stride, "padding": padding, "bias": bias}
+        conv = (nn.Conv3d(*conv_args, **conv_kwargs) if conv_format is None
+                else FormatConv3d(*conv_args, **conv_kwargs, memory_format=conv_format))
+        super().__init__(conv, nn.BatchNorm3d(c_out), *([nn.ReLU(inplace=True)] if relu else []))
 
     @property
     def conv(self) -> nn.Conv3d:
@@ -49,7 +55,7 @@ class Stem(nn.Sequential):
 
     def __init__(self, c_in: int, c_out: int, temporal_kernel: int):
         super().__init__(
-            ConvBN(c_in, c_out, (temporal_kernel, 7, 7), stride=(1, 2, 2)),
+            ConvBN(c_in, c_out, (temporal_kernel, 7, 7), stride=(1, 2, 2), conv_format=stem_conv_format(c_out)),
             nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
         )
 
@@ -141,16 +147,6 @@ def make_stage(c_in: int, c_inner: int, c_out: int, blocks: int, temporal_kernel
         if i in nonlocal_after:
             layers.append(NonLocal(c_out))
     return nn.Sequential(*layers)
-
-
-def pathway_memory_format(width: int) -> torch.memory_format:
-    """NDHWC (channels_last_3d): oneDNN and cuDNN run 3D convs and BN faster so, the R50 Fast
-    pathway (8 to 256 channels) most of all. A pathway of 2 to 4 channels (slowfast_tiny's Fast
-    one) runs faster NCDHW where torch's CPU kernels are AVX-512 ones, but NDHWC where they are
-    AVX2 ones (its 5x7x7 stem conv twice as fast). All measured on the CPU."""
-    if width < 8 and torch.backends.cpu.get_cpu_capability() != "AVX2":
-        return torch.contiguous_format
-    return torch.channels_last_3d
 
 
 class Pathway(nn.Module):
