@@ -55,8 +55,11 @@ PAPER = {
 }
 
 # The built-in benchmark: `sfcli synth` defaults, generated once into the cache folder.
+# 16 epochs at 40² crops: SlowFast past 90% on every seed tried (at 8 epochs and 48², 56 to 100%
+# by seed, for 1.5x less time).
 BUILTIN_ARCH = "slowfast_tiny"
-BUILTIN_EPOCHS = 8
+BUILTIN_CROP = 40
+BUILTIN_EPOCHS = 16
 BUILTIN_VIEWS = (1, 3)
 BUILTIN_SYNTH = {"seed": 0}
 BUILTIN_VERSION = 4  # bump when the generator's videos change

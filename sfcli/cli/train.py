@@ -181,7 +181,8 @@ def train(data, val_data, prefix, labels, skip_missing, arch, crop, views, out, 
 
 
 def optional_data_options(fn):
-    return data_options(fn, required=False, data_help=f"{DATA_HELP} [default: the built-in synthetic dataset]")
+    return data_options(fn, required=False, data_help=f"{DATA_HELP} [default: the built-in synthetic dataset, "
+                        f"{ablate.BUILTIN_ARCH} at {ablate.BUILTIN_CROP}² crops, {ablate.BUILTIN_EPOCHS} epochs]")
 
 
 @click.command("ablate")
@@ -203,7 +204,8 @@ def ablate_command(study, data, val_data, prefix, labels, skip_missing, arch, cr
     if builtin:
         if val_data is not None:
             raise UserError("--val-data needs --data")
-        arch = arch or (None if init else ablate.BUILTIN_ARCH)
+        if arch is None and not init:  # the built-in study's own network and sizes
+            arch, crop = ablate.BUILTIN_ARCH, crop or ablate.BUILTIN_CROP
         options["epochs"] = options["epochs"] or ablate.BUILTIN_EPOCHS
         options["val_every"] = options["val_every"] or options["epochs"]  # the table reads only the final test
         err_console.print(f"no --data: the built-in synthetic dataset ({ablate.cache_folder()})")
