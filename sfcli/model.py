@@ -7,6 +7,8 @@ which takes the raw Fast-rate clip (B, 3, alpha*T, H, W) and picks the Slow fram
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,11 +32,8 @@ class ConvBN(nn.Sequential):
 
     def __init__(self, c_in: int, c_out: int, kernel, stride=1, relu: bool = True, bias: bool = False,
                  conv_format: torch.memory_format | None = None):
-        padding = tuple(k // 2 for k in kernel)
-        conv_args = (c_in, c_out, tuple(kernel))
-        conv_kwargs = {"stride": stride, "padding": padding, "bias": bias}
-        conv = (nn.Conv3d(*conv_args, **conv_kwargs) if conv_format is None
-                else FormatConv3d(*conv_args, **conv_kwargs, memory_format=conv_format))
+        make_conv = nn.Conv3d if conv_format is None else partial(FormatConv3d, memory_format=conv_format)
+        conv = make_conv(c_in, c_out, tuple(kernel), stride=stride, padding=tuple(k // 2 for k in kernel), bias=bias)
         super().__init__(conv, nn.BatchNorm3d(c_out), *([nn.ReLU(inplace=True)] if relu else []))
 
     @property
