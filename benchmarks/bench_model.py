@@ -37,7 +37,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from machine import conv_peak_gflops, counted_flops, cpu_name
+from machine import conv_peak_gflops, counted_flops, cpu_name, synchronize
 from rich.console import Console
 from rich.table import Table
 
@@ -154,11 +154,6 @@ def check_logits(ours: Runner, reference: Runner, clip, train: bool) -> tuple[fl
         with torch.no_grad():
             outputs.append(Runner(model, runner.is_reference, runner.slow_index, autocast).logits(clip))
     return relative_error(outputs[0], outputs[2]), relative_error(outputs[1], outputs[2])
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_pair(run_ours, run_reference, iters: int, warmup: int, device) -> tuple[float, float]:

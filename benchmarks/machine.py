@@ -26,6 +26,12 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a timer reads the work and not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def counted_flops(run) -> int:
     """FLOPs (a multiply-add is 2) of the convolutions and matrix products that `run()` executes,
     forward and backward, as torch's FlopCounterMode counts them."""
@@ -49,12 +55,10 @@ def conv_peak_gflops(device: torch.device, dtype: torch.dtype = torch.float32, b
         with torch.inference_mode():
             flops = counted_flops(conv)
             for i in range(repeats + 1):
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+                synchronize(device)
                 start = time.perf_counter()
                 conv()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+                synchronize(device)
                 if i:  # the first call is the warm-up
                     best = max(best, flops / (time.perf_counter() - start) / 1e9)
     return best
