@@ -33,9 +33,10 @@ class StepSums:
     def full(self) -> bool:
         return self.pending == REDUCE_EVERY
 
-    def add(self, step: int, loss: torch.Tensor, hits: torch.Tensor, clips: int, failures) -> None:
+    def add(self, step: int, loss_sum: torch.Tensor, hits: torch.Tensor, clips: int, failures) -> None:
+        """One step's summed loss (float64: each chunk's mean loss x its clips), hits and clips."""
         row = self.rows[self.pending]
-        row[0] = loss.detach().double() * clips  # the same float64 product as float(loss) * clips
+        row[0] = loss_sum
         row[1] = hits.sum()
         row[2] = clips
         self.pending += 1

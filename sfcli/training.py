@@ -4,6 +4,7 @@ each process trains on its share of every batch (DDP); only rank 0 writes."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -153,26 +154,42 @@ class Training:
 
 def train_step(t: Training, batch: dict, lr: float, sums: StepSums) -> None:
     """One optimizer step on this process's share of a batch; its loss and accuracy stay on the
-    device, in `sums`, until the next reduction."""
+    device, in `sums`, until the next reduction. A share larger than the run's own (multigrid's
+    coarse steps) runs in chunks of that size, their gradients summed: batch norm keeps the default
+    recipe's statistics, as the reference's sub-batch BN, and memory stays a default step's."""
     state = t.state
     for group in t.optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)  # FineTuning's classifier groups
     torch.manual_seed(step_seed(t.cfg.seed, state.epoch, state.step))
     x = normalize(batch["clip"].to(t.device, non_blocking=True), t.clip.mean, t.clip.std)
     y = batch["label"].to(t.device, non_blocking=True)
+    share = t.cfg.batch_size // world()[1]
+    chunks = list(zip(x.split(share), y.split(share)))
+    t.optimizer.zero_grad(set_to_none=True)
+    loss_sum, hits = 0.0, []
+    for i, (x_chunk, y_chunk) in enumerate(chunks):
+        last = i == len(chunks) - 1
+        # Under DDP only the last chunk's backward reduces the gradients.
+        with contextlib.nullcontext() if last or not hasattr(t.net, "no_sync") else t.net.no_sync():
+            loss, chunk_hits = chunk_loss(t, x_chunk, y_chunk)
+            t.scaler.scale(loss * (len(y_chunk) / len(y))).backward()
+        loss_sum, hits = loss_sum + loss.detach().double() * len(y_chunk), [*hits, chunk_hits]
+    sums.add(state.step, loss_sum, torch.cat(hits), len(y), batch["failures"])
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    state.step += 1
+
+
+def chunk_loss(t: Training, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of a batch (or a chunk of one) and, per clip, whether its top class is (one of)
+    the video's."""
     with autocast(t.device, t.cfg.amp):
         logits = t.net(x)
         # Multi-label data (y: 0/1 per class): a sigmoid and binary cross-entropy per class.
         loss = (F.binary_cross_entropy_with_logits(logits.float(), y.float()) if y.ndim == 2
                 else F.cross_entropy(logits.float(), y, weight=t.loss_weight))
     top = logits.argmax(1, keepdim=True)
-    hits = y.gather(1, top) if y.ndim == 2 else top[:, 0] == y  # the top class is (one of) the video's
-    sums.add(state.step, loss, hits, len(y), batch["failures"])
-    t.optimizer.zero_grad(set_to_none=True)
-    t.scaler.scale(loss).backward()
-    t.scaler.step(t.optimizer)
-    t.scaler.update()
-    state.step += 1
+    return loss, (y.gather(1, top)[:, 0] if y.ndim == 2 else top[:, 0] == y)
 
 
 def train_epoch(t: Training, stop: StopSignals, reporter: Reporter) -> EpochRecord:

@@ -1,6 +1,7 @@
 """Multigrid training: the reference's long-cycle schedule and rates, the short cycle's batches,
 and a real run on real files."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,9 +14,12 @@ import torch
 from conftest import one_line_error, sfcli
 
 from sfcli import multigrid
+from sfcli.console import Reporter
 from sfcli.data import VideoDataset, collate
 from sfcli.files import load_checkpoint
 from sfcli.presets import build_config, clip_config, create_model
+from sfcli.recipe import TrainConfig
+from sfcli.training import train
 from sfcli.videolist import read_video_list
 
 
@@ -83,6 +87,30 @@ def test_a_multigrid_run_trains_its_epochs_with_fewer_steps(synth, tmp_path):
     per_epoch = {e: sum(1 for r in steps if r["epoch"] == e) for e in (1, 2, 3)}
     assert per_epoch[1] < 16 // 2  # coarse clips in batches larger than 2
     assert json.loads((run / "config.json").read_text())["train"]["multigrid"] is True
+
+
+def test_batch_norm_sees_the_runs_own_batch_in_larger_multigrid_steps(synth, tmp_path):
+    """Multigrid's larger steps at batch size 2 run in chunks of 2 (the reference's sub-batch BN):
+    no batch-norm layer normalizes more than 2 clips at once in training mode."""
+    videos = read_video_list(synth / "train.csv")
+    model = build_config("slowfast_tiny", num_classes=len(videos.classes))
+    clip = dataclasses.replace(clip_config(model, "slowfast_tiny", views=(1, 1)), crop=32)
+    seen = []
+
+    def record(module, inputs, output):
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.training:
+            seen.append(len(inputs[0]))
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        cfg = TrainConfig(epochs=1, batch_size=2, multigrid=True, log_every=1, workers=0)
+        result = train(tmp_path / "run", videos, model, clip, cfg, reporter=Reporter(enabled=False))
+    finally:
+        hook.remove()
+    clips = round(result.history[0].clips_per_s * result.history[0].seconds)
+    steps = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "step" in r]
+    assert len(steps) < clips / 2  # steps of more than 2 clips...
+    assert max(seen) == 2  # ...each normalized 2 at a time
 
 
 def test_too_few_frames_for_the_long_cycle_is_one_line(synth, tmp_path):

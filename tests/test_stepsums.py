@@ -54,7 +54,8 @@ def _two_processes(rank: int, store: str, out: str) -> None:
         clips = 2 + rank
         hits = torch.rand(clips, generator=generator) < 0.5
         failed = state.step % (3 - rank) == 0  # rank 0 every 3rd step, rank 1 every 2nd: both at 0, 6, ...
-        sums.add(state.step, loss, hits, clips, [(100 * rank + state.step, f"rank {rank}")] if failed else [])
+        failures = [(100 * rank + state.step, f"rank {rank}")] if failed else []
+        sums.add(state.step, loss.double() * clips, hits, clips, failures)
         seen["steps"].append((float(loss), int(hits.sum()), clips))
         state.step += 1
 
