@@ -7,7 +7,11 @@ recipe (1.5x as many, cheaper, epochs). A run's time to accuracy is its training
 and steps, validation left out) until the end of the first epoch whose validation top-1 is within
 one point of the target; the ratio is that time over the default recipe's.
 
-Usage: python benchmarks/bench_multigrid.py [--epochs 8] [--multigrid-epochs 8 16] [--json]
+--ingredients also trains the default recipe on each of multigrid's parts alone: at each
+long-cycle shape (batch 16, trained and validated at that shape), and at the full shape with the
+long cycle's larger batches and linearly scaled rates, to show which of them this data rewards.
+
+Usage: python benchmarks/bench_multigrid.py [--epochs 8] [--multigrid-epochs 8 16] [--ingredients] [--json]
 """
 
 from __future__ import annotations
@@ -23,22 +27,27 @@ from machine import cpu_name
 from rich.console import Console
 from rich.table import Table
 
+from sfcli import multigrid
 from sfcli.ablate import BUILTIN_ARCH, builtin_dataset
 from sfcli.console import Reporter
+from sfcli.data import ClipConfig
 from sfcli.presets import build_config, clip_config
 from sfcli.recipe import TrainConfig
 from sfcli.training import train
 from sfcli.videolist import read_video_list
 
 
-def run(folder: Path, cfg: TrainConfig) -> list[tuple[int, float, float]]:
+def builtin_clip() -> ClipConfig:
+    return clip_config(build_config(BUILTIN_ARCH), BUILTIN_ARCH, views=(1, 1))
+
+
+def run(folder: Path, cfg: TrainConfig, clip: ClipConfig | None = None) -> list[tuple[int, float, float]]:
     """(epoch, cumulative training seconds, val top-1) of each epoch of one run."""
     root = builtin_dataset()
     videos = read_video_list(root / "train.csv")
     val = read_video_list(root / "val.csv", classes=videos.classes)
     model = build_config(BUILTIN_ARCH, num_classes=len(videos.classes))
-    clip = clip_config(model, BUILTIN_ARCH, views=(1, 1))
-    result = train(folder, videos, model, clip, cfg, val, BUILTIN_ARCH, Reporter(enabled=False))
+    result = train(folder, videos, model, clip or builtin_clip(), cfg, val, BUILTIN_ARCH, Reporter(enabled=False))
     out, total = [], 0.0
     for record in result.history:
         total += record.seconds
@@ -50,10 +59,31 @@ def time_to(history, target: float) -> tuple[float | None, int | None]:
     return next(((s, e) for e, s, top1 in history if top1 >= target - 1), (None, None))
 
 
+def ingredients(folder: Path, default: TrainConfig) -> list[dict]:
+    """The default recipe at each long-cycle shape alone, then at the full shape with each larger
+    long-cycle batch and its linearly scaled rate."""
+    rows, clip = [], builtin_clip()
+    for t, side in multigrid.LONG_CYCLE:
+        shape = multigrid.Phase(stage=0, batch_factor=1, frames_factor=t, side_factor=side, end=0, lr_scale=1)
+        (_, coarse), = multigrid.step_clips(clip, shape, short_cycle=False)
+        coarse = dataclasses.replace(coarse, test_short=coarse.min_short, test_crop=coarse.crop)
+        history = run(folder / f"shape{t}x{side:.2f}", default, coarse)
+        rows.append({"run": f"{coarse.frames} frames at stride {coarse.stride}, {coarse.crop}² crops",
+                     "batch": default.batch_size, "lr": default.base_lr, "final_top1": history[-1][2],
+                     "total_seconds": history[-1][1]})
+    for factor in sorted({p.batch_factor for p in multigrid.schedule(default.epochs)} - {1}):
+        cfg = dataclasses.replace(default, batch_size=default.batch_size * factor, lr=default.base_lr * factor)
+        history = run(folder / f"batch{factor}", cfg)
+        rows.append({"run": f"full shape, {factor}x the batch", "batch": cfg.batch_size, "lr": cfg.base_lr,
+                     "final_top1": history[-1][2], "total_seconds": history[-1][1]})
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--multigrid-epochs", type=int, nargs="+", default=[TrainConfig.epochs, 2 * TrainConfig.epochs])
+    parser.add_argument("--ingredients", action="store_true", help="also train on multigrid's parts alone")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -71,11 +101,13 @@ def main():
             s, epoch = time_to(history, target)
             rows.append({"run": f"--multigrid --epochs {e}", "epochs": len(history), "final_top1": history[-1][2],
                          "seconds_to_target": s, "epoch_reached": epoch, "total_seconds": history[-1][1]})
+        parts = ingredients(Path(tmp), default) if args.ingredients else []
     reference = rows[0]["seconds_to_target"]
     for row in rows:
         s = row["seconds_to_target"]
         row["ratio"] = None if s is None else round(s / reference, 3)
-    result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "target_top1": target, "rows": rows}
+    result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "target_top1": target, "rows": rows,
+              "ingredients": parts}
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -90,7 +122,16 @@ def main():
                       str(row["epoch_reached"]) if reached else "not reached",
                       f"{row['seconds_to_target']:.1f}" if reached else "-", f"{row['total_seconds']:.1f}",
                       f"{row['ratio']:.2f}x" if reached else "-")
-    Console(width=160).print(table)
+    console = Console(width=160)
+    console.print(table)
+    if parts:
+        table = Table(title=f"the default recipe ({args.epochs} epochs) on multigrid's parts alone")
+        for column in ("run", "batch", "base lr", "final val top-1", "all seconds"):
+            table.add_column(column, justify="left" if column == "run" else "right")
+        for row in parts:
+            table.add_row(row["run"], str(row["batch"]), f"{row['lr']:g}", f"{row['final_top1']:.1f}",
+                          f"{row['total_seconds']:.1f}")
+        console.print(table)
 
 
 if __name__ == "__main__":
