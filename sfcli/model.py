@@ -7,13 +7,11 @@ which takes the raw Fast-rate clip (B, 3, alpha*T, H, W) and picks the Slow fram
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sfcli.memory_formats import FormatConv3d, pathway_memory_format, stem_conv_format
+from sfcli.memory_formats import pathway_memory_format, stem_conv
 from sfcli.model_config import STAGE_BLOCKS, ModelConfig
 
 # Temporal kernel of conv1 and of the first conv of every bottleneck in res2..res5 (paper Table 1).
@@ -27,13 +25,12 @@ GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 class ConvBN(nn.Sequential):
     """A conv ("same" padding, no bias unless asked), its BN and, unless relu=False, a ReLU: the
     unit every pathway is built of. Its parts keep Sequential's keys (0, 1, 2), the state-dict
-    names the reference layouts map. `conv_format`: the conv computes in that memory format
-    (sfcli.memory_formats), the rest in its input's."""
+    names the reference layouts map. `conv_class`: a Conv3d, or a class that computes the same
+    conv otherwise (sfcli.memory_formats)."""
 
     def __init__(self, c_in: int, c_out: int, kernel, stride=1, relu: bool = True, bias: bool = False,
-                 conv_format: torch.memory_format | None = None):
-        make_conv = nn.Conv3d if conv_format is None else partial(FormatConv3d, memory_format=conv_format)
-        conv = make_conv(c_in, c_out, tuple(kernel), stride=stride, padding=tuple(k // 2 for k in kernel), bias=bias)
+                 conv_class=nn.Conv3d):
+        conv = conv_class(c_in, c_out, tuple(kernel), stride=stride, padding=tuple(k // 2 for k in kernel), bias=bias)
         super().__init__(conv, nn.BatchNorm3d(c_out), *([nn.ReLU(inplace=True)] if relu else []))
 
     @property
@@ -54,7 +51,8 @@ class Stem(nn.Sequential):
 
     def __init__(self, c_in: int, c_out: int, temporal_kernel: int):
         super().__init__(
-            ConvBN(c_in, c_out, (temporal_kernel, 7, 7), stride=(1, 2, 2), conv_format=stem_conv_format(c_out)),
+            ConvBN(c_in, c_out, (temporal_kernel, 7, 7), stride=(1, 2, 2),
+                   conv_class=stem_conv(c_out, temporal_kernel)),
             nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
         )
 

@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ from torch import nn
 
 from sfcli.cost import count_gflops, describe
 from sfcli.errors import ConfigError
-from sfcli.memory_formats import FormatConv3d
+from sfcli.memory_formats import FrameTapsConv3d
 from sfcli.model import Bottleneck
 from sfcli.model_config import FAST_INPUTS, LATERALS
 from sfcli.presets import PRESETS, build_config, create_model
@@ -259,42 +258,35 @@ def test_wide_pathways_run_ndhwc_narrow_ones_ncdhw():
 
 
 
-@pytest.mark.parametrize("capability, stem_format", [("avx2", "torch.channels_last_3d"), ("avx512", "None")])
-def test_narrow_pathway_stem_conv_format_follows_the_cpu_kernels(capability, stem_format):
-    """slowfast_tiny's 2-channel Fast pathway runs NCDHW, its conv1 NDHWC where torch's CPU
-    kernels are AVX2 ones; the wide pathways NDHWC everywhere. A fresh process, because torch
-    reads ATEN_CPU_CAPABILITY once."""
-    probe = ("import torch; from sfcli.presets import create_model; "
-             "tiny, r50 = create_model('slowfast_tiny'), create_model('slowfast_8x8_r50'); "
-             "print(torch.backends.cpu.get_cpu_capability(), tiny.fast.memory_format, tiny.slow.memory_format, "
-             "r50.fast.memory_format, getattr(tiny.fast.stem[0].conv, 'memory_format', None), "
-             "getattr(r50.fast.stem[0].conv, 'memory_format', None))")
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
-    found, fast, slow, r50_fast, tiny_stem, r50_stem = out.split()
-    if found.lower() != capability:
-        pytest.skip(f"this CPU cannot run torch's {capability} kernels (it runs {found})")
-    assert fast == "torch.contiguous_format"
-    assert slow == r50_fast == "torch.channels_last_3d"
-    assert (tiny_stem, r50_stem) == (stem_format, "None")
+def test_narrow_fast_stems_run_as_frame_taps():
+    """The Fast stems of fewer than 8 channels (slowfast_tiny's 2, beta 1/4's 4) run as
+    FrameTapsConv3d; the R50 stems and every Slow stem (no temporal extent) as the plain conv."""
+    tiny, quarter, r50 = (create_model("slowfast_tiny"), create_model("slowfast_tiny", beta="1/4"),
+                          create_model("slowfast_8x8_r50"))
+    stems = [type(pathway.stem[0].conv) for pathway in (tiny.fast, quarter.fast, r50.fast, tiny.slow, r50.slow)]
+    assert stems == [FrameTapsConv3d, FrameTapsConv3d, nn.Conv3d, nn.Conv3d, nn.Conv3d]
 
 
-def test_conv_in_another_memory_format_is_the_same_conv():
-    """FormatConv3d computes in its own format, returns its input's, and has the plain conv's
-    parameters, state-dict keys and gradients."""
+@pytest.mark.parametrize("padding, bias", [((2, 3, 3), False), ((1, 3, 3), True), ((0, 2, 2), True)])
+def test_frame_taps_conv_is_the_same_conv(padding, bias):
+    """FrameTapsConv3d has the plain conv's outputs, gradients (input and weight), parameters and
+    state-dict keys, and returns its input's memory format."""
     torch.manual_seed(0)
-    plain = nn.Conv3d(3, 2, (5, 7, 7), stride=(1, 2, 2), padding=(2, 3, 3), bias=False).double()
-    other = FormatConv3d(3, 2, (5, 7, 7), stride=(1, 2, 2), padding=(2, 3, 3), bias=False,
-                         memory_format=torch.channels_last_3d).double()
-    other.load_state_dict(plain.state_dict())
-    x = torch.randn(2, 3, 6, 12, 12, dtype=torch.float64)
+    args = (3, 2, (5, 7, 7))
+    kwargs = {"stride": (1, 2, 2), "padding": padding, "bias": bias}
+    plain = nn.Conv3d(*args, **kwargs).double()
+    taps = FrameTapsConv3d(*args, **kwargs).double()
+    taps.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 6, 13, 13, dtype=torch.float64)
     for fmt in (torch.contiguous_format, torch.channels_last_3d):
-        grads = []
-        for conv in (plain, other):
-            conv.zero_grad()
-            y = conv(x.contiguous(memory_format=fmt))
-            y.square().sum().backward()
-            grads.append((y.detach(), conv.weight.grad.clone()))
-        assert other(x.contiguous(memory_format=fmt)).is_contiguous(memory_format=fmt)
-        torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-12)
-    assert list(other.state_dict()) == list(plain.state_dict())
+        results = []
+        for conv in (plain, taps):
+            clip = x.contiguous(memory_format=fmt).requires_grad_()
+            y = conv(clip)
+            grads = torch.autograd.grad(y.square().sum(), [clip, *conv.parameters()])
+            results.append((y.detach(), *grads))
+        assert taps(x.contiguous(memory_format=fmt)).is_contiguous(memory_format=fmt)
+        torch.testing.assert_close(results[1], results[0], rtol=1e-12, atol=1e-12)
+    assert list(taps.state_dict()) == list(plain.state_dict())
+    with pytest.raises(ValueError, match="temporal stride 1"):
+        FrameTapsConv3d(*args, stride=2)
