@@ -1,7 +1,6 @@
 """How parts of the network compute: which memory format each runs in, and which conv1 runs as
 2D convs over frames. Nothing here changes what a layer computes, only how; every choice was
-measured on the CPU (the figures are in benchmarks/README.md, "On AVX2 kernels" and
-bench_stem_conv)."""
+measured on the CPU (the figures are in benchmarks/README.md, "conv1 of a narrow pathway")."""
 
 from __future__ import annotations
 
