@@ -51,7 +51,8 @@ class FrameTapsConv3d(nn.Conv3d):
 def tap_frames(t: int, taps: int, pad: int, k: int) -> tuple[slice, slice]:
     """(output frames, input frames) that temporal tap k joins, at temporal stride 1."""
     t_out = t + 2 * pad - taps + 1
-    lo, hi = max(0, pad - k), min(t_out, t + pad - k)
+    lo = max(0, pad - k)
+    hi = max(lo, min(t_out, t + pad - k))  # empty where the tap meets no frame (t < pad)
     return slice(lo, hi), slice(lo + k - pad, hi + k - pad)
 
 

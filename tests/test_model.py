@@ -270,15 +270,17 @@ def test_narrow_fast_stems_run_as_frame_taps():
 @pytest.mark.parametrize("padding, bias", [((2, 3, 3), False), ((1, 3, 3), True), ((0, 2, 2), True)])
 def test_frame_taps_conv_is_the_same_conv(padding, bias):
     """FrameTapsConv3d has the plain conv's outputs, gradients (input and weight), parameters and
-    state-dict keys, and returns its input's memory format."""
+    state-dict keys, down to a clip of a single output frame, and returns its input's memory
+    format."""
     torch.manual_seed(0)
     args = (3, 2, (5, 7, 7))
     kwargs = {"stride": (1, 2, 2), "padding": padding, "bias": bias}
     plain = nn.Conv3d(*args, **kwargs).double()
     taps = FrameTapsConv3d(*args, **kwargs).double()
     taps.load_state_dict(plain.state_dict())
-    x = torch.randn(2, 3, 6, 13, 13, dtype=torch.float64)
-    for fmt in (torch.contiguous_format, torch.channels_last_3d):
+    fewest = 5 - 2 * padding[0]  # the shortest clip the conv takes: one output frame
+    for frames, fmt in ((6, torch.contiguous_format), (6, torch.channels_last_3d), (fewest, torch.contiguous_format)):
+        x = torch.randn(2, 3, frames, 13, 13, dtype=torch.float64)
         results = []
         for conv in (plain, taps):
             clip = x.contiguous(memory_format=fmt).requires_grad_()
