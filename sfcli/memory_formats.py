@@ -48,11 +48,15 @@ class FrameTapsConv3d(nn.Conv3d):
         return y.transpose(1, 2).contiguous(memory_format=torch.channels_last_3d if ndhwc else torch.contiguous_format)
 
 
+def output_frames(t: int, taps: int, pad: int) -> int:
+    """Frames out of a temporal-stride-1 conv of `taps` frames padded by `pad` on each side."""
+    return t + 2 * pad - taps + 1
+
+
 def tap_frames(t: int, taps: int, pad: int, k: int) -> tuple[slice, slice]:
     """(output frames, input frames) that temporal tap k joins, at temporal stride 1."""
-    t_out = t + 2 * pad - taps + 1
     lo = max(0, pad - k)
-    hi = max(lo, min(t_out, t + pad - k))  # empty where the tap meets no frame (t < pad)
+    hi = max(lo, min(output_frames(t, taps, pad), t + pad - k))  # empty where the tap meets no frame (t < pad)
     return slice(lo, hi), slice(lo + k - pad, hi + k - pad)
 
 
@@ -64,7 +68,7 @@ class SumShiftedTaps(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, pad):
         n, t, taps = z.shape[:3]
-        y = z.new_zeros(n, t + 2 * pad - taps + 1, *z.shape[3:])
+        y = z.new_zeros(n, output_frames(t, taps, pad), *z.shape[3:])
         for k in range(taps):
             out, inp = tap_frames(t, taps, pad, k)
             y[:, out] += z[:, inp, k]
