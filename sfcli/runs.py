@@ -103,6 +103,29 @@ class RunState:
 
 
 @dataclass(frozen=True)
+class TrainResult:
+    """A finished run: its epochs, the final test on the validation data (if any), the videos
+    quarantined, and each process's weights checksum (equal when DDP kept them in sync)."""
+
+    run: str
+    arch: str
+    epochs: int
+    params: int
+    history: tuple[EpochRecord, ...]
+    rank_checksums: tuple[str, ...]
+    bad_videos: tuple[BadVideo, ...]
+    test: EvalResult | None = None
+
+    def to_json(self) -> dict:
+        out = {"run": self.run, "arch": self.arch, "epochs": self.epochs, "params": self.params,
+               "history": [h.to_json() for h in self.history], "rank_checksums": list(self.rank_checksums),
+               "bad_videos": [b.to_json() for b in self.bad_videos]}
+        if self.test is not None:
+            out["test"] = self.test.to_json()
+        return out
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """What a run folder says of itself: its network, classes, the epochs done and their metrics,
     the final test once there is one."""

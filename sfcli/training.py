@@ -23,7 +23,7 @@ from sfcli.data import ClipConfig, VideoDataset, collate
 from sfcli.devices import amp_dtype, autocast, pick_device
 from sfcli.distributed import all_max, gather, is_main_process, world
 from sfcli.errors import Interrupted
-from sfcli.evaluation import BadVideo, EvalResult, evaluate, ignore_interrupts
+from sfcli.evaluation import EvalResult, evaluate, ignore_interrupts
 from sfcli.files import save_checkpoint, write_atomic
 from sfcli.finetune import FineTuning
 from sfcli.framecache import FrameCache, cached_decoder, run_videos
@@ -38,6 +38,7 @@ from sfcli.runs import (
     TEST_FILE,
     EpochRecord,
     RunState,
+    TrainResult,
     append_metrics,
     check_run_inputs,
     open_run,
@@ -49,29 +50,6 @@ from sfcli.stepsums import StepSums
 from sfcli.stopsignals import StopSignals
 from sfcli.transforms import normalize
 from sfcli.videolist import VideoList
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """A finished run: its epochs, the final test on the validation data (if any), the videos
-    quarantined, and each process's weights checksum (equal when DDP kept them in sync)."""
-
-    run: str
-    arch: str
-    epochs: int
-    params: int
-    history: tuple[EpochRecord, ...]
-    rank_checksums: tuple[str, ...]
-    bad_videos: tuple[BadVideo, ...]
-    test: EvalResult | None = None
-
-    def to_json(self) -> dict:
-        out = {"run": self.run, "arch": self.arch, "epochs": self.epochs, "params": self.params,
-               "history": [h.to_json() for h in self.history], "rank_checksums": list(self.rank_checksums),
-               "bad_videos": [b.to_json() for b in self.bad_videos]}
-        if self.test is not None:
-            out["test"] = self.test.to_json()
-        return out
 
 
 @dataclass
