@@ -3,15 +3,18 @@
 
 The default recipe (cosine, --epochs N) runs first; its final validation top-1 (1x1 views) is the
 target. Then multigrid runs, standing in for each of --multigrid-epochs epochs of the stepwise
-recipe (1.5x as many, cheaper, epochs). A run's time to accuracy is its training seconds (loading
+recipe (1.5x as many, cheaper, epochs), at the recipe's base rate or at each of --multigrid-lr
+(multigrid scales it by each phase's batch, up to 8x). A run's time to accuracy is its training seconds (loading
 and steps, validation left out) until the end of the first epoch whose validation top-1 is within
 one point of the target; the ratio is that time over the default recipe's.
 
 --ingredients also trains the default recipe on each of multigrid's parts alone: at each
-long-cycle shape (batch 16, trained and validated at that shape), and at the full shape with the
+long-cycle shape (batch 16, trained at that shape, its stride drawn per clip, and validated at
+that shape at the full clip's stride), and at the full shape with the
 long cycle's larger batches and linearly scaled rates, to show which of them this data rewards.
 
-Usage: python benchmarks/bench_multigrid.py [--epochs 8] [--multigrid-epochs 8 16] [--ingredients] [--json]
+Usage: python benchmarks/bench_multigrid.py [--epochs 8] [--multigrid-epochs 8 16] [--multigrid-lr 0.0125 ...]
+       [--ingredients] [--json]
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ def ingredients(folder: Path, default: TrainConfig) -> list[dict]:
         (_, coarse), = multigrid.step_clips(clip, shape, short_cycle=False)
         coarse = dataclasses.replace(coarse, test_short=coarse.min_short, test_crop=coarse.crop)
         history = run(folder / f"shape{t}x{side:.2f}", default, coarse)
-        rows.append({"run": f"{coarse.frames} frames at stride {coarse.stride}, {coarse.crop}² crops",
+        strides = f"{coarse.stride}-{coarse.max_stride}" if coarse.max_stride else f"{coarse.stride}"
+        rows.append({"run": f"{coarse.frames} frames at stride {strides}, {coarse.crop}² crops",
                      "batch": default.batch_size, "lr": default.base_lr, "final_top1": history[-1][2],
                      "total_seconds": history[-1][1]})
     for factor in sorted({p.batch_factor for p in multigrid.schedule(default.epochs)} - {1}):
@@ -83,6 +87,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--multigrid-epochs", type=int, nargs="+", default=[TrainConfig.epochs, 2 * TrainConfig.epochs])
+    parser.add_argument("--multigrid-lr", type=float, nargs="+", default=[None],
+                        help="base rates of the multigrid runs (default: the recipe's, 0.1 per 64 clips)")
     parser.add_argument("--ingredients", action="store_true", help="also train on multigrid's parts alone")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -93,13 +99,15 @@ def main():
         history = run(Path(tmp) / "default", default)
         target = history[-1][2]
         seconds, epoch = time_to(history, target)
-        rows.append({"run": f"default recipe, {args.epochs} epochs", "epochs": len(history),
+        rows.append({"run": f"default recipe, {args.epochs} epochs", "lr": default.base_lr, "epochs": len(history),
                      "final_top1": target, "seconds_to_target": seconds, "epoch_reached": epoch,
                      "total_seconds": history[-1][1]})
-        for e in args.multigrid_epochs:
-            history = run(Path(tmp) / f"multigrid{e}", dataclasses.replace(default, epochs=e, multigrid=True))
+        for e, lr in ((e, lr) for e in args.multigrid_epochs for lr in args.multigrid_lr):
+            cfg = dataclasses.replace(default, epochs=e, multigrid=True, lr=lr)
+            history = run(Path(tmp) / f"multigrid{e}-{lr}", cfg)
             s, epoch = time_to(history, target)
-            rows.append({"run": f"--multigrid --epochs {e}", "epochs": len(history), "final_top1": history[-1][2],
+            name = f"--multigrid --epochs {e}" + (f" --lr {lr:g}" if lr is not None else "")
+            rows.append({"run": name, "lr": cfg.base_lr, "epochs": len(history), "final_top1": history[-1][2],
                          "seconds_to_target": s, "epoch_reached": epoch, "total_seconds": history[-1][1]})
         parts = ingredients(Path(tmp), default) if args.ingredients else []
     reference = rows[0]["seconds_to_target"]
@@ -113,12 +121,12 @@ def main():
         return
     table = Table(title=f"{result['cpu']}, {result['threads']} threads: time to {target:.1f}% - 1 val top-1 "
                         f"({BUILTIN_ARCH}, built-in benchmark, batch 16)")
-    for column in ("run", "epochs", "final val top-1", "reached at epoch", "seconds to target", "all seconds",
-                   "time / default"):
+    for column in ("run", "base lr", "epochs", "final val top-1", "reached at epoch", "seconds to target",
+                   "all seconds", "time / default"):
         table.add_column(column, justify="left" if column == "run" else "right")
     for row in rows:
         reached = row["ratio"] is not None
-        table.add_row(row["run"], str(row["epochs"]), f"{row['final_top1']:.1f}",
+        table.add_row(row["run"], f"{row['lr']:g}", str(row["epochs"]), f"{row['final_top1']:.1f}",
                       str(row["epoch_reached"]) if reached else "not reached",
                       f"{row['seconds_to_target']:.1f}" if reached else "-", f"{row['total_seconds']:.1f}",
                       f"{row['ratio']:.2f}x" if reached else "-")

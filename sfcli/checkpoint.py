@@ -189,7 +189,9 @@ def read_checkpoint(path, arch: str | None = None, **overrides) -> tuple[dict, C
 # What stored view settings may ask for, so that a damaged or hostile file cannot make sfcli cut
 # (and allocate) views of any size: pixels of a side (4K's short side is 2160), clips, frames.
 CLIP_LIMITS = {"crop": 4096, "min_short": 4096, "max_short": 4096, "test_short": 4096, "test_crop": 4096,
-               "num_clips": 100, "num_crops": 3, "frames": LIMITS["frames"], "stride": LIMITS["tau"]}
+               "num_clips": 100, "num_crops": 3, "frames": LIMITS["frames"], "stride": LIMITS["tau"],
+               "max_stride": LIMITS["tau"]}
+OPTIONAL_CLIP = {"max_stride"}  # None: off
 
 
 def _clip_settings(clip, file: Path) -> dict | None:
@@ -203,7 +205,8 @@ def _clip_settings(clip, file: Path) -> dict | None:
         problem = f"unknown setting {sorted(set(clip) - known)[0]!r}"
     else:
         problem = next((f"{k} {v!r}, not an integer from 1 to {CLIP_LIMITS[k]:,}" for k, v in clip.items()
-                        if k in CLIP_LIMITS and not (type(v) is int and 1 <= v <= CLIP_LIMITS[k])), None)
+                        if k in CLIP_LIMITS and not (type(v) is int and 1 <= v <= CLIP_LIMITS[k])
+                        and not (v is None and k in OPTIONAL_CLIP)), None)
     if problem is None:
         try:
             ClipConfig(**clip)

@@ -5,7 +5,7 @@ quarantined and replaced, in testing it is excluded and counted."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -33,6 +33,7 @@ class ClipConfig:
 
     frames: int = 32
     stride: int = 2
+    max_stride: int | None = None  # training stride drawn from [stride, max_stride]: multigrid's coarse clips
     crop: int = 224
     min_short: int = 256  # training short side, drawn from [min_short, max_short]
     max_short: int = 320
@@ -150,7 +151,10 @@ class VideoDataset(torch.utils.data.Dataset):
                 try:
                     short = int(rng.integers(settings.min_short, settings.max_short + 1))
                     start = float(rng.random())
-                    clip = read_clips(self.videos.paths[index], settings, [start], short, self.decoder)[0][0]
+                    cut = settings
+                    if settings.max_stride:
+                        cut = replace(settings, stride=int(rng.integers(settings.stride, settings.max_stride + 1)))
+                    clip = read_clips(self.videos.paths[index], cut, [start], short, self.decoder)[0][0]
                     self.good[index] = True
                     break
                 except VideoError as e:

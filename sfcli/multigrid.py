@@ -1,8 +1,9 @@
 """Multigrid training (Wu et al., "A Multigrid Method for Efficiently Training Video Models",
 CVPR 2020), as PySlowFast's MULTIGRID options schedule it.
 
-The long cycle trains on coarser clips first: fewer frames at a larger stride (the same span) and
-smaller crops, with a batch that many times larger, so every step costs about the same. Each of
+The long cycle trains on coarser clips first: fewer frames, each clip at a stride drawn from the
+full clip's to the one that spans the full clip's time (the reference's LONG_CYCLE_SAMPLING_RATE),
+and smaller crops, with a batch that many times larger, so every step costs about the same. Each of
 the stepwise schedule's learning-rate stages runs the four long-cycle shapes in turn, each for a
 share of the stage in proportion to its batch; a last phase fine-tunes at the full shape. The
 short cycle alternates, step by step, two smaller crops (half and 1/sqrt(2) of the full side,
@@ -92,17 +93,19 @@ def learning_rate(phases: list[Phase], epoch: float, base_lr: float, warmup_epoc
 
 
 def step_clips(clip: ClipConfig, phase: Phase, short_cycle: bool) -> list[tuple[int, ClipConfig]]:
-    """(batch factor, clip settings) of the steps one short cycle runs in `phase`; the frames of a
-    coarser clip span the same time at a larger stride, and its short side shrinks with its crop."""
+    """(batch factor, clip settings) of the steps one short cycle runs in `phase`; a coarser clip's
+    stride is drawn per clip up to the one at which its frames span the full clip's time, and its
+    short side shrinks with its crop."""
     frames = max(1, round(clip.frames * phase.frames_factor))
-    stride = clip.stride * (clip.frames // frames)
+    max_stride = clip.stride * (clip.frames // frames)
     long_crop = round(clip.crop * phase.side_factor)
     crops = [round(clip.crop * f) for f in SHORT_CYCLE] + [long_crop] if short_cycle else [long_crop]
     steps = []
     for crop in crops:
         scale = crop / clip.crop
         batch = phase.batch_factor * round((long_crop / crop) ** 2)
-        steps.append((batch, dataclasses.replace(clip, frames=frames, stride=stride, crop=crop,
+        steps.append((batch, dataclasses.replace(clip, frames=frames, crop=crop,
+                                                 max_stride=max_stride if max_stride > clip.stride else None,
                                                  min_short=round(clip.min_short * scale),
                                                  max_short=round(clip.max_short * scale))))
     return steps

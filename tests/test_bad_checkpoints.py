@@ -77,6 +77,8 @@ CASES = [
                                     str(c["video"])], 1, "view settings"),
     ("clip-huge-frames", lambda c: ["infer", "--checkpoint", str(clip_changed(c, "h.pt", {"frames": 100000})),
                                     str(c["video"])], 1, "view settings"),
+    ("clip-huge-max-stride", lambda c: ["infer", "--checkpoint", str(clip_changed(c, "m.pt", {"max_stride": 10**9})),
+                                        str(c["video"])], 1, "view settings"),
     ("model-width-not-the-weights", lambda c: ["infer", "--checkpoint", str(model_changed(c, "w.pt", width=16)),
                                                str(c["video"])], 1, "its weights have width 8"),
     ("pytorchvideo-scalar-stem", lambda c: ["infer", "--weights", str(pytorchvideo_stem(c, "p0.pt", torch.tensor(1.0))),

@@ -9,18 +9,19 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
-from conftest import one_line_error, sfcli
+from conftest import frame_number, one_line_error, sfcli, write_video
 
 from sfcli import multigrid
 from sfcli.console import Reporter
-from sfcli.data import VideoDataset, collate
+from sfcli.data import ClipConfig, VideoDataset, collate
 from sfcli.files import load_checkpoint
 from sfcli.presets import build_config, clip_config, create_model
 from sfcli.recipe import TrainConfig
 from sfcli.training import train
-from sfcli.videolist import read_video_list
+from sfcli.videolist import VideoList, read_video_list
 
 
 def test_kinetics_schedule_is_the_references():
@@ -48,8 +49,8 @@ def test_short_cycle_batches_cost_alike_and_cover_the_epoch_once():
     first = multigrid.schedule(8)[0]
     steps = multigrid.step_clips(clip, first, short_cycle=True)
     # (0.25 T, 1/sqrt(2) S) with 8x the batch; then half-side crops at 2x more, and the long cycle's side.
-    assert [(b, c.frames, c.stride, c.crop, c.min_short, c.max_short) for b, c in steps] == [
-        (16, 8, 8, 24, 28, 34), (8, 8, 8, 34, 39, 49), (8, 8, 8, 34, 39, 49)]
+    assert [(b, c.frames, c.stride, c.max_stride, c.crop, c.min_short, c.max_short) for b, c in steps] == [
+        (16, 8, 2, 8, 24, 28, 34), (8, 8, 2, 8, 34, 39, 49), (8, 8, 2, 8, 34, 39, 49)]
     assert all(b * c.frames * c.crop**2 == pytest.approx(clip.frames * clip.crop**2, rel=0.02) for b, c in steps)
     order = list(range(1000))
     batches = multigrid.epoch_batches(order, clip, first, batch_size=4, world_size=2)
@@ -59,6 +60,29 @@ def test_short_cycle_batches_cost_alike_and_cover_the_epoch_once():
     shares = [multigrid.rank_share(batches[0], r, 2) for r in (0, 1)]
     assert len(shares[0]) == len(shares[1]) == 32 and not {i for i, _ in shares[0]} & {i for i, _ in shares[1]}
     assert len(multigrid.epoch_batches(list(range(10)), clip, first, batch_size=4, world_size=2)) == 1
+
+
+def test_a_coarse_clip_is_read_at_a_stride_drawn_up_to_the_full_span(tmp_path):
+    """As the reference's LONG_CYCLE_SAMPLING_RATE: each coarse clip's frames are evenly spaced at
+    a stride drawn per clip from the full clip's to the one spanning the full clip's time."""
+    path = write_video(tmp_path / "v.mp4", num_frames=120, size=(32, 32))
+    videos = VideoList([path] * 24, [0] * 24, ["a"], "kinetics-csv", tmp_path / "list.csv")
+    clip = ClipConfig(frames=32, stride=2, crop=32, min_short=32, max_short=32)
+    _, coarse = multigrid.step_clips(clip, multigrid.schedule(8)[0], short_cycle=False)[0]
+    assert (coarse.frames, coarse.stride, coarse.max_stride) == (8, 2, 8)
+    dataset = VideoDataset(videos, clip, train=True)
+    strides = []
+    for i in range(24):
+        frames = dataset[(i, coarse)]["clip"]
+        numbers = [frame_number(frames[:, t]) for t in range(coarse.frames)]
+        gaps = np.diff(numbers)
+        assert gaps.max() - gaps.min() <= 1  # evenly spaced
+        strides.append((numbers[-1] - numbers[0] + 1) / coarse.frames)  # 30 fps: the span is frames * stride
+        assert torch.equal(dataset[(i, coarse)]["clip"], frames)  # a function of (seed, epoch, index)
+    assert all(2 - 1 / 8 <= s <= 8 + 1 / 8 for s in strides)
+    assert len({round(s) for s in strides}) >= 4
+    full = {len({frame_number(dataset[i]["clip"][:, t]) for t in range(32)}) for i in range(4)}
+    assert full == {32}  # the full clip keeps its stride: 32 distinct frames of 120
 
 
 def test_coarse_clips_are_read_and_run_at_their_shape(synth):
