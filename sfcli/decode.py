@@ -76,7 +76,8 @@ def _decode_decord(path: Path, pick_indices, resize):
     return torch.cat([resized(reader.get_batch(c).asnumpy(), resize) for c in chunks]), wanted, indices
 
 
-def _pyav_frames(container, stream, wanted: list[int], fps: float, seek: bool, resize) -> dict[int, torch.Tensor]:
+def _pyav_frames(container, stream, wanted: list[int], fps: float, seek: bool, resize,
+                 to_rgb) -> dict[int, torch.Tensor]:
     """The wanted frames (sorted indices), RGB, resized as they arrive. With `seek`, decoding starts at the key
     frame before the first wanted one and a frame's index comes from its timestamp (nothing is
     returned if a frame has none); otherwise frames are counted in order from the start."""
@@ -94,7 +95,7 @@ def _pyav_frames(container, stream, wanted: list[int], fps: float, seek: bool, r
         if index in wanted_set:
             # As a phone's player shows it (decord applies the rotation itself): rotation is in
             # degrees counter-clockwise, as np.rot90 turns.
-            image = np.rot90(frame.to_ndarray(format="rgb24"), round(frame.rotation / 90) % 4)
+            image = np.rot90(to_rgb.reformat(frame, format="rgb24").to_ndarray(), round(frame.rotation / 90) % 4)
             got[index] = resized(image[None], resize)[0]
         if index >= wanted[-1]:
             break
@@ -103,7 +104,11 @@ def _pyav_frames(container, stream, wanted: list[int], fps: float, seek: bool, r
 
 def _decode_pyav(path: Path, pick_indices, resize):
     import av
+    from av.video.reformatter import VideoReformatter
 
+    # A converter of this call's own: frame.to_ndarray(format=...) reuses one per thread (PyAV
+    # 18.1.1), whose scaling threads a forked loader worker inherits as dead and waits on forever.
+    to_rgb = VideoReformatter()
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise VideoError("no video stream")
@@ -120,11 +125,11 @@ def _decode_pyav(path: Path, pick_indices, resize):
         wanted = sorted(set(indices))
         # Seeking spares decoding everything before a late window; where it cannot place the first
         # wanted frame (no timestamps, an inexact seek), the frames are counted from the start.
-        got = _pyav_frames(container, stream, wanted, fps, True, resize) if wanted[0] > 0 else {}
+        got = _pyav_frames(container, stream, wanted, fps, True, resize, to_rgb) if wanted[0] > 0 else {}
         if wanted[0] not in got:
             if wanted[0] > 0:
                 container.seek(0)
-            got = _pyav_frames(container, stream, wanted, fps, False, resize)
+            got = _pyav_frames(container, stream, wanted, fps, False, resize, to_rgb)
     if not got:
         raise VideoError("no frame could be decoded")
     decoded = sorted(got)  # fewer than wanted where the container overstates its length

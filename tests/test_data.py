@@ -13,7 +13,7 @@ from sfcli.errors import DataError
 from sfcli.framecache import FrameCache
 from sfcli.presets import create_model
 from sfcli.transforms import clip_indices, normalize, three_crops
-from sfcli.videolist import read_video_list
+from sfcli.videolist import VideoList, read_video_list
 
 DECODERS = ["decord", "pyav"]
 SMALL = ClipConfig(frames=8, stride=2, crop=32, min_short=40, max_short=48, test_short=40, test_crop=40,
@@ -184,6 +184,18 @@ def dataset_with_bad_files(tmp_path):
         path.write_bytes(content)
     write_truncated(root / "b" / "truncated.mp4", good[0])
     return root, set(bad) | {root / "b" / "truncated.mp4"}
+
+
+def test_forked_loader_workers_decode_with_pyav_after_the_parent_did(tmp_path):
+    """PyAV 18.1.1's frame.to_ndarray(format=...) keeps one converter per thread; a forked worker
+    inherited it with its scaling threads gone and waited on them forever."""
+    path = write_video(tmp_path / "v.mp4")
+    videos = VideoList([path] * 4, [0] * 4, ["a"], "kinetics-csv", tmp_path / "list.csv")
+    dataset = VideoDataset(videos, SMALL, train=True, decoder="pyav")
+    assert dataset[0]["clip"].shape == (3, 8, 32, 32)  # decoded in this process first
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate, timeout=60,
+                                         multiprocessing_context="fork")
+    assert sum(len(batch["label"]) for batch in loader) == 4
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
