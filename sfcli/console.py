@@ -6,6 +6,7 @@ import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 from sfcli.distributed import is_main_process
 
@@ -19,6 +20,15 @@ def make_console(stderr: bool = False) -> Console:
     """A rich console; piped output (logs, CI, tests) gets wide lines instead of 80 columns."""
     stream = sys.stderr if stderr else sys.stdout
     return Console(stderr=stderr, width=None if stream.isatty() else 160)
+
+
+def make_table(title: str, rows: list[tuple], columns: tuple[str, ...], console: Console) -> Table:
+    table = Table(title=title, min_width=min(len(title), console.width))
+    for column in columns:
+        table.add_column(column, overflow="fold")  # paths are never cut short
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    return table
 
 
 class Reporter:
@@ -55,6 +65,9 @@ class Reporter:
     def print(self, *args, **kwargs):
         if self.enabled:
             self.console.print(*args, **kwargs)
+
+    def table(self, title: str, rows: list[tuple], columns: tuple[str, ...]) -> None:
+        self.print(make_table(title, rows, columns, self.console))
 
     def warn(self, warnings) -> None:
         """Each warning one line, the first time this reporter meets it (a run validates the same

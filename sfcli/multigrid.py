@@ -75,6 +75,39 @@ def schedule(epochs: int, short_cycle: bool = True) -> list[Phase]:
             last]
 
 
+@dataclass(frozen=True)
+class PlannedShape:
+    """Epochs first..last (1-based) of a multigrid run at one long-cycle shape and rate."""
+
+    first_epoch: int
+    last_epoch: int
+    batch: int  # the long cycle's own steps; the short cycle's are larger
+    frames: int
+    crop: int
+    lr: float  # after the warm-up
+
+    @property
+    def epochs(self) -> str:
+        return f"{self.first_epoch}-{self.last_epoch}" if self.last_epoch > self.first_epoch else f"{self.first_epoch}"
+
+
+def planned_shapes(phases: list[Phase], clip: ClipConfig, batch_size: int, base_lr: float,
+                   ) -> tuple[list[PlannedShape], int]:
+    """What a run of `phases` trains at, epoch by epoch, and how many phases it skips: shapes
+    change at epoch ends, so a phase whose share of the schedule rounds to no epoch never runs
+    (a short run's full-shape phases first)."""
+    shapes, start, skipped = [], 0, 0
+    for phase in phases:
+        if phase.end <= start:
+            skipped += 1
+            continue
+        (_, long_clip), = step_clips(clip, phase, short_cycle=False)
+        shapes.append(PlannedShape(start + 1, phase.end, phase.batch_factor * batch_size, long_clip.frames,
+                                   long_clip.crop, base_lr * GAMMA**phase.stage * phase.lr_scale))
+        start = phase.end
+    return shapes, skipped
+
+
 def phase_at(phases: list[Phase], epoch: float) -> Phase:
     return next((p for p in phases if epoch < p.end), phases[-1])
 
@@ -141,5 +174,5 @@ def check_clip(clip: ClipConfig, alpha: int) -> None:
                               f"which leaves no whole Slow frame at alpha {alpha}; use more frames (--frames)")
 
 
-__all__ = ["EPOCH_FACTOR", "LONG_CYCLE", "Phase", "SHORT_CYCLE", "check_clip", "epoch_batches",
-           "learning_rate", "phase_at", "rank_share", "schedule", "step_clips"]
+__all__ = ["EPOCH_FACTOR", "LONG_CYCLE", "Phase", "PlannedShape", "SHORT_CYCLE", "check_clip", "epoch_batches",
+           "learning_rate", "phase_at", "planned_shapes", "rank_share", "schedule", "step_clips"]

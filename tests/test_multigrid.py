@@ -43,6 +43,23 @@ def test_kinetics_schedule_is_the_references():
     assert lr(343) == pytest.approx(0.1 * 0.001) and lr(400) == pytest.approx(0.1 * 0.001)
 
 
+def test_a_short_run_skips_the_phases_that_round_to_no_epoch():
+    """8 epochs, worked by hand as above: stages end at 3.146, 5.155, 6.561 of 8; stretch 12 / 7.145;
+    the phases end at 2, 4, 5, 5, 7, 8, 8, 9, 10, 10, 11, 11, 11, 12, so five of them get no epoch
+    and the full shape trains epochs 9 (stage 1) and 12 (the last phase) only."""
+    clip = clip_config(build_config("slowfast_tiny"), "slowfast_tiny")  # 32 frames at 48²
+    phases = multigrid.schedule(8)
+    shapes, skipped = multigrid.planned_shapes(phases, clip, batch_size=16, base_lr=0.025)
+    assert skipped == 5 and len(shapes) == 9
+    assert [s.first_epoch for s in shapes] == [1] + [s.last_epoch + 1 for s in shapes[:-1]]  # no gap
+    assert shapes[-1].last_epoch == 12 and [s.epochs for s in shapes[:3]] == ["1-2", "3-4", "5"]
+    assert [s.last_epoch for s in shapes if (s.frames, s.crop) == (32, 48)] == [9, 12]
+    assert (shapes[0].batch, shapes[0].frames, shapes[0].crop, shapes[0].lr) == (128, 8, 34, pytest.approx(0.2))
+    for s in shapes:  # the rate each epoch trains at, after the warm-up
+        assert s.lr == pytest.approx(multigrid.learning_rate(phases, s.first_epoch - 1, 0.025, 0, 0.1))
+    assert multigrid.planned_shapes(multigrid.schedule(239), clip, 16, 0.025)[1] == 0
+
+
 def test_short_cycle_batches_cost_alike_and_cover_the_epoch_once():
     cfg = build_config("slowfast_tiny")
     clip = clip_config(cfg, "slowfast_tiny")  # 32 frames at stride 2, 48 crops of sides 55..69
@@ -111,6 +128,8 @@ def test_a_multigrid_run_trains_its_epochs_with_fewer_steps(synth, tmp_path):
     per_epoch = {e: sum(1 for r in steps if r["epoch"] == e) for e in (1, 2, 3)}
     assert per_epoch[1] < 16 // 2  # coarse clips in batches larger than 2
     assert json.loads((run / "config.json").read_text())["train"]["multigrid"] is True
+    assert "the multigrid schedule" in result.stderr
+    assert "sfcli: warning: --multigrid at 2 epochs: 11 of the schedule's 14 phases round to no epoch" in result.stderr
 
 
 def test_batch_norm_sees_the_runs_own_batch_in_larger_multigrid_steps(synth, tmp_path):

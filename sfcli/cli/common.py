@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from sfcli import model_config, presets
-from sfcli.console import Reporter, make_console, warning_line
+from sfcli.console import Reporter, make_console, make_table, warning_line
 from sfcli.distributed import is_main_process
 from sfcli.errors import ConfigError
 from sfcli.evaluation import EvalResult
@@ -71,12 +70,7 @@ def config_from_options(arch: str, overrides: dict) -> model_config.ModelConfig:
 
 
 def print_table(title: str, rows: list[tuple], columns: tuple[str, ...]):
-    table = Table(title=title, min_width=min(len(title), console.width))
-    for column in columns:
-        table.add_column(column, overflow="fold")  # paths are never cut short
-    for row in rows:
-        table.add_row(*(str(v) for v in row))
-    console.print(table)
+    console.print(make_table(title, rows, columns, console))
 
 
 def print_json(data):
