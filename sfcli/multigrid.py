@@ -96,16 +96,18 @@ def planned_shapes(phases: list[Phase], clip: ClipConfig, batch_size: int, base_
     """What a run of `phases` trains at, epoch by epoch, and how many phases it skips: shapes
     change at epoch ends, so a phase whose share of the schedule rounds to no epoch never runs
     (a short run's full-shape phases first)."""
-    shapes, start, skipped = [], 0, 0
-    for phase in phases:
-        if phase.end <= start:
-            skipped += 1
-            continue
+    shapes, start = [], 0
+    for phase in phases_run(phases):
         (_, long_clip), = step_clips(clip, phase, short_cycle=False)
         shapes.append(PlannedShape(start + 1, phase.end, phase.batch_factor * batch_size, long_clip.frames,
                                    long_clip.crop, base_lr * GAMMA**phase.stage * phase.lr_scale))
         start = phase.end
-    return shapes, skipped
+    return shapes, len(phases) - len(shapes)
+
+
+def phases_run(phases: list[Phase]) -> list[Phase]:
+    """The phases that get at least one epoch (the rest end where an earlier one does)."""
+    return [p for i, p in enumerate(phases) if p.end > max((q.end for q in phases[:i]), default=0)]
 
 
 def phase_at(phases: list[Phase], epoch: float) -> Phase:
@@ -144,6 +146,11 @@ def step_clips(clip: ClipConfig, phase: Phase, short_cycle: bool) -> list[tuple[
     return steps
 
 
+def clip_shapes(clip: ClipConfig, phases: list[Phase], short_cycle: bool = True) -> list[tuple[int, int]]:
+    """The (frames, crop) of every step of the phases that run."""
+    return sorted({(c.frames, c.crop) for phase in phases_run(phases) for _, c in step_clips(clip, phase, short_cycle)})
+
+
 def epoch_batches(order: list[int], clip: ClipConfig, phase: Phase, batch_size: int, world_size: int,
                   short_cycle: bool = True) -> list[list[tuple[int, ClipConfig]]]:
     """The epoch's steps: whole batches over all processes, cycling through the short cycle's
@@ -174,5 +181,6 @@ def check_clip(clip: ClipConfig, alpha: int) -> None:
                               f"which leaves no whole Slow frame at alpha {alpha}; use more frames (--frames)")
 
 
-__all__ = ["EPOCH_FACTOR", "LONG_CYCLE", "Phase", "PlannedShape", "SHORT_CYCLE", "check_clip", "epoch_batches",
-           "learning_rate", "phase_at", "planned_shapes", "rank_share", "schedule", "step_clips"]
+__all__ = ["EPOCH_FACTOR", "LONG_CYCLE", "Phase", "PlannedShape", "SHORT_CYCLE", "check_clip", "clip_shapes",
+           "epoch_batches", "learning_rate", "phase_at", "phases_run", "planned_shapes", "rank_share", "schedule",
+           "step_clips"]

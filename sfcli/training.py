@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from sfcli import multigrid
 from sfcli.balance import ClassBalance
+from sfcli.bn_sizes import check_batch_norm
 from sfcli.checkpoint import RUN_CHECKPOINT, make_payload
 from sfcli.console import Reporter
 from sfcli.cost import count_params
@@ -241,6 +242,11 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
     model = SlowFast(model_cfg).to(device)
     if finetune:
         finetune.prepare(model)
+    model.train()
+    if finetune:
+        finetune.train_modes(model)
+    check_batch_norm(model, multigrid.clip_shapes(clip, phases) if phases else [(clip.frames, clip.crop)],
+                     train_cfg.batch_size // world_size)
     optimizer = finetune.make_optimizer(model, train_cfg) if finetune else make_optimizer(model, train_cfg)
     fp16 = train_cfg.amp and device.type == "cuda" and amp_dtype(device) == torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=fp16)
@@ -314,8 +320,9 @@ def report_schedule(reporter: Reporter, phases: list[multigrid.Phase], clip: Cli
         ("epochs", "batch", "frames", "crop", "lr after warm-up"))
     if skipped:
         full = sum(s.last_epoch - s.first_epoch + 1 for s in shapes if (s.frames, s.crop) == (clip.frames, clip.crop))
-        reporter.warn([f"--multigrid at {cfg.epochs} epochs: {skipped} of the schedule's {len(phases)} phases "
-                       f"round to no epoch (shapes change at epoch ends) and {full} of its {cfg.run_epochs} epochs "
+        given = f"{cfg.epochs} epoch" + "s" * (cfg.epochs != 1)
+        reporter.warn([f"--multigrid at {given}: {skipped} of the schedule's {len(phases)} phases round to no "
+                       f"epoch (shapes change at epoch ends) and {full} of its {cfg.run_epochs} epochs "
                        "train at the full shape; the schedule is made for runs of many epochs"])
 
 
