@@ -44,6 +44,8 @@ CASES = [
     ("seed-negative", lambda c: train(c, c["synth"], "--seed", "-1"), 2, "--seed"),
     ("beta-above-one", lambda c: train(c, c["synth"], "--beta", "3/2"), 2, "beta"),
     ("beta-zero", lambda c: train(c, c["synth"], "--beta", "0"), 2, "beta"),
+    ("lr-negative", lambda c: train(c, c["synth"], "--lr", "-1"), 2, "--lr"),
+    ("lr-zero", lambda c: train(c, c["synth"], "--lr", "0"), 2, "--lr"),
 ]
 
 # A list that asked for gigabytes before labels were bounded: run under RLIMIT_AS.
