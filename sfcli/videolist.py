@@ -63,7 +63,7 @@ def detect_kind(path: Path) -> str:
     if path.is_dir():
         return "folder"
     if not path.is_file():
-        raise DataError(f"--data {path} does not exist")
+        raise DataError(f"the video list or folder {path} does not exist")
     first = next(iter(read_text(path).splitlines()), "").strip()
     if not first:
         raise DataError(f"{path} is empty")

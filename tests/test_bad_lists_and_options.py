@@ -36,6 +36,8 @@ CASES = [
     ("list-latin-1", lambda c: train(c, write(c, "latin.txt", "caf\xe9.mp4 0\n".encode("latin-1"))), 1, "not UTF-8"),
     ("list-label-too-big", lambda c: train(c, write(c, "big.txt", "a.mp4 1000000000\n")), 1, "label 1000000000"),
     ("list-missing-video", lambda c: evaluate(c, write(c, "missing.txt", "nope.mp4 0\n")), 1, "missing"),
+    ("val-data-missing", lambda c: train(c, c["synth"], "--val-data", str(c["root"] / "no-val.csv")), 1,
+     "the video list or folder"),
     ("list-neither-format", lambda c: evaluate(c, write(c, "neither.txt", "a,b\n")), 1, "neither"),
     # options
     ("window-nan", lambda c: infer(c, c["video"], "--window", "nan"), 2, "--window"),
