@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from sfcli.console import Reporter
 from sfcli.data import ClipConfig
 from sfcli.errors import ConfigError
 
@@ -37,6 +38,9 @@ class Phase:
     side_factor: float
     end: int  # the epoch (of the multigrid run) where the phase ends
     lr_scale: float
+
+    def rate(self, base_lr: float) -> float:
+        return base_lr * GAMMA**self.stage * self.lr_scale
 
 
 def long_cycle_shapes(short_cycle: bool) -> list[list[tuple[float, float, float]]]:
@@ -100,9 +104,25 @@ def planned_shapes(phases: list[Phase], clip: ClipConfig, batch_size: int, base_
     for phase in phases_run(phases):
         (_, long_clip), = step_clips(clip, phase, short_cycle=False)
         shapes.append(PlannedShape(start + 1, phase.end, phase.batch_factor * batch_size, long_clip.frames,
-                                   long_clip.crop, base_lr * GAMMA**phase.stage * phase.lr_scale))
+                                   long_clip.crop, phase.rate(base_lr)))
         start = phase.end
     return shapes, len(phases) - len(shapes)
+
+
+def report_schedule(reporter: Reporter, phases: list[Phase], clip: ClipConfig, batch_size: int, base_lr: float,
+                    epochs: int) -> None:
+    """The schedule a run of `phases` (standing in for `epochs` epochs) follows, as a table, and a
+    warning where some of its phases get no epoch."""
+    shapes, skipped = planned_shapes(phases, clip, batch_size, base_lr)
+    reporter.table("the multigrid schedule (the short cycle adds smaller crops in larger batches)", [
+        (s.epochs, s.batch, s.frames, f"{s.crop}²", f"{s.lr:.3g}") for s in shapes],
+        ("epochs", "batch", "frames", "crop", "lr after warm-up"))
+    if skipped:
+        full = sum(s.last_epoch - s.first_epoch + 1 for s in shapes if (s.frames, s.crop) == (clip.frames, clip.crop))
+        given = f"{epochs} epoch" + "s" * (epochs != 1)
+        reporter.warn([f"--multigrid at {given}: {skipped} of the schedule's {len(phases)} phases round to no "
+                       f"epoch (shapes change at epoch ends) and {full} of its {phases[-1].end} epochs "
+                       "train at the full shape; the schedule is made for runs of many epochs"])
 
 
 def phases_run(phases: list[Phase]) -> list[Phase]:
@@ -119,8 +139,7 @@ def learning_rate(phases: list[Phase], epoch: float, base_lr: float, warmup_epoc
     """The reference's stepwise rate at (fractional) `epoch`, after a linear warm-up from
     base_lr * warmup_start to the rate at the warm-up's end."""
     def stepwise(e):
-        p = phase_at(phases, e)
-        return base_lr * GAMMA**p.stage * p.lr_scale
+        return phase_at(phases, e).rate(base_lr)
     if epoch < warmup_epochs:
         start, end = base_lr * warmup_start, stepwise(warmup_epochs)
         return start + (end - start) * epoch / warmup_epochs
@@ -182,5 +201,5 @@ def check_clip(clip: ClipConfig, alpha: int) -> None:
 
 
 __all__ = ["EPOCH_FACTOR", "LONG_CYCLE", "Phase", "PlannedShape", "SHORT_CYCLE", "check_clip", "clip_shapes",
-           "epoch_batches", "learning_rate", "phase_at", "phases_run", "planned_shapes", "rank_share", "schedule",
-           "step_clips"]
+           "epoch_batches", "learning_rate", "phase_at", "phases_run", "planned_shapes", "rank_share",
+           "report_schedule", "schedule", "step_clips"]

@@ -276,7 +276,8 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
         for line in finetune.lines(train_cfg) if finetune else ():
             reporter.print(line)
         if phases:
-            report_schedule(reporter, phases, clip, train_cfg)
+            multigrid.report_schedule(reporter, phases, clip, train_cfg.batch_size, train_cfg.base_lr,
+                                      train_cfg.epochs)
     elif state.epoch < train_cfg.run_epochs:
         reporter.print(f"resuming {run} at epoch {state.epoch + 1} step {state.step}")
 
@@ -311,19 +312,6 @@ def train(run: Path, train_videos: VideoList, model_cfg: ModelConfig, clip: Clip
             test = _final_test(t, val_videos, reporter)
     return TrainResult(str(run), arch, state.epoch, count_params(model), tuple(state.history), checksums,
                        state.bad_video_list(), test)
-
-
-def report_schedule(reporter: Reporter, phases: list[multigrid.Phase], clip: ClipConfig, cfg: TrainConfig) -> None:
-    shapes, skipped = multigrid.planned_shapes(phases, clip, cfg.batch_size, cfg.base_lr)
-    reporter.table("the multigrid schedule (the short cycle adds smaller crops in larger batches)", [
-        (s.epochs, s.batch, s.frames, f"{s.crop}²", f"{s.lr:.3g}") for s in shapes],
-        ("epochs", "batch", "frames", "crop", "lr after warm-up"))
-    if skipped:
-        full = sum(s.last_epoch - s.first_epoch + 1 for s in shapes if (s.frames, s.crop) == (clip.frames, clip.crop))
-        given = f"{cfg.epochs} epoch" + "s" * (cfg.epochs != 1)
-        reporter.warn([f"--multigrid at {given}: {skipped} of the schedule's {len(phases)} phases round to no "
-                       f"epoch (shapes change at epoch ends) and {full} of its {cfg.run_epochs} epochs "
-                       "train at the full shape; the schedule is made for runs of many epochs"])
 
 
 def precise_bn(t: Training) -> None:
