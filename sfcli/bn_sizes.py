@@ -32,22 +32,22 @@ def smallest_batch_norm(model: nn.Module, shapes: list[tuple[int, int]], clips: 
     names = {module: name for name, module in model.named_modules()}
     meta = {name: torch.empty_like(t, device="meta")
             for name, t in itertools.chain(model.named_parameters(), model.named_buffers())}
+    inputs: list[tuple[int, str]] = []  # (values per channel, layer) of the pass running
     seen: list[SmallestBatchNorm] = []
-    shape = (0, 0)
 
-    def record(module, inputs):
-        x = inputs[0]
-        seen.append(SmallestBatchNorm(x.numel() // x.shape[1], names[module], *shape))
+    def record(module, args):
+        inputs.append((args[0].numel() // args[0].shape[1], names[module]))
 
     hooks = [m.register_forward_pre_hook(record) for m in model.modules()
              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     try:
-        for shape in shapes:
-            clip = torch.empty(clips, 3, shape[0], shape[1], shape[1], device="meta")
+        for frames, crop in shapes:
+            inputs.clear()
             try:
-                torch.func.functional_call(model, meta, (clip,))
+                torch.func.functional_call(model, meta, (torch.empty(clips, 3, frames, crop, crop, device="meta"),))
             except ValueError:  # BN's own refusal, after its input was recorded
                 pass
+            seen += [SmallestBatchNorm(values, layer, frames, crop) for values, layer in inputs]
     except Exception as err:  # an op without a meta kernel: the run goes on unchecked
         log.debug("batch-norm size check skipped: %s: %s", type(err).__name__, err)
         return None
